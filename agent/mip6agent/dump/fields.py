@@ -247,4 +247,4 @@ def packet_fields(packet: Packet) -> dict[str, str]:
         _mobility(out, packet)
     elif packet.protocol == IPPROTO_ICMPV6 and not isinstance(packet.payload, bytes):
         _icmpv6(out, packet)
-    return {name: ",".join(values) for name, values in out.items()}
+    return {name: ",".join(values) for name, values in out.items() if values}

@@ -6,6 +6,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass
 
 import dpkt
@@ -27,15 +28,36 @@ class Frame:
     data: bytes
 
 
+class _ShortReadWatch:
+    """File wrapper that notices a read cut short by the end of the file.
+
+    dpkt's pcap reader hands back a partial last packet without complaint.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.short = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        if size > 0 and 0 < len(data) < size:
+            self.short = True
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._handle, name)
+
+
 def read_file(path: str) -> Iterator[Frame]:
     """Frames of a pcap or pcapng file, numbered from 1 as tshark numbers them."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     except OSError as exc:
         raise SourceError(f"{path}: {exc.strerror or exc}") from None
+    watch = _ShortReadWatch(handle)
     try:
         try:
-            reader = dpkt.pcap.UniversalReader(handle)
+            reader = dpkt.pcap.UniversalReader(watch)
         except (ValueError, dpkt.Error, struct.error) as exc:
             raise SourceError(f"{path}: not a pcap or pcapng file ({exc})") from None
         linktype = reader.datalink()
@@ -50,6 +72,8 @@ def read_file(path: str) -> Iterator[Frame]:
                 raise SourceError(
                     f"{path}: truncated or corrupt after frame {number} ({exc})"
                 ) from None
+            if watch.short:
+                raise SourceError(f"{path}: truncated after frame {number}")
             number += 1
             yield Frame(number, float(timestamp), linktype, bytes(data))
     finally:

@@ -38,6 +38,7 @@ from .ipv6 import (
     parse_packet,
 )
 from .mobility_header import (
+    MOBILITY_MESSAGE_TYPES,
     BindingAck,
     BindingError,
     BindingRefreshRequest,
