@@ -126,6 +126,15 @@ def test_verbose_shows_options(tmp_path: Path) -> None:
     assert "mn-id subtype 1 'mn7@example.net'" in line[0]
     assert "mesg-id 0x0123456789abcdef" in line[0]
     assert "mesg-auth subtype 1 spi 1000 data 0102030405060708090a0b0c" in line[0]
+    assert "csum 0x" in line[0] and line[0].endswith("ok)")
+
+
+def test_verbose_flags_a_bad_checksum(tmp_path: Path) -> None:
+    packet = bytearray(wire.build_packet(COA, HA, wire.BindingUpdate(1, 0x8000, 1)))
+    packet[44] ^= 0xFF  # the MH checksum field
+    capture = write_pcap(tmp_path / "csum.pcap", [bytes(packet)])
+    line = mip6dump("-r", str(capture), "-v").stdout.strip()
+    assert line.endswith("bad)"), line
 
 
 def test_count_stops_early(tmp_path: Path) -> None:

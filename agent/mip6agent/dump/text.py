@@ -191,5 +191,9 @@ def format_line(packet: Packet, verbose: bool = False) -> str:
     else:
         parts.append(_message(packet.payload, verbose))
     if verbose:
-        parts.append(f"(hlim {packet.hop_limit}, payload {len(packet.payload_bytes)})")
+        detail = f"hlim {packet.hop_limit}, payload {len(packet.payload_bytes)}"
+        if not isinstance(packet.payload, bytes):
+            verdict = "ok" if packet.checksum_ok() else "bad"
+            detail += f", csum {packet.payload.checksum:#06x} {verdict}"
+        parts.append(f"({detail})")
     return " ".join(parts)
