@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := tshark
+APT_PACKAGES := tshark radvd nftables iproute2
 STAMP := $(VENV)/.installed
 
 .PHONY: test lint format unit test-long fuzz bench apt venv clean
