@@ -121,7 +121,8 @@ class Packet:
         rh2 = self.routing_header_type2
         home = self.home_address_option
         src = home if home is not None else self.src
-        dst = rh2.home_address if rh2 is not None else self.dst
+        # RFC 8200 8.1: with segments left 0 the IPv6 destination already is the final one.
+        dst = rh2.home_address if rh2 is not None and rh2.segments_left else self.dst
         return src, dst
 
     def checksum_ok(self) -> bool:
