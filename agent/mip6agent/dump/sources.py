@@ -6,8 +6,8 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import dpkt
 
