@@ -121,3 +121,10 @@ def test_bad_checksum_detected_when_checked() -> None:
     assert wire.parse_packet(bytes(data)).checksum_ok()
     data[44] ^= 0x01
     assert not wire.parse_packet(bytes(data)).checksum_ok()
+
+
+@pytest.mark.long
+def test_fuzz_target_runs_clean() -> None:
+    import fuzz_decoder
+
+    assert fuzz_decoder.main(seconds=20) == 0

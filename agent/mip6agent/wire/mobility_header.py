@@ -41,6 +41,8 @@ _TESTINIT = struct.Struct("!2x8s")
 _TEST = struct.Struct("!H8s8s")
 _BE = struct.Struct("!Bx16s")
 MH_HEADER_LEN = 6
+MH_BU = int(MHType.BU)
+MH_BA = int(MHType.BA)
 
 
 def _flag(bit: int) -> property:
@@ -272,18 +274,12 @@ def _decode_cot(buf: bytes, offset: int, end: int, csum: int) -> CareofTest:
 
 
 def _decode_bu(buf: bytes, offset: int, end: int, csum: int) -> BindingUpdate:
-    fixed_end = offset + 12
-    if fixed_end == end:
-        return BindingUpdate(*_BU.unpack_from(buf, offset + 6), [], csum)
-    opts = _options(buf, fixed_end, end, offset, "BU")
+    opts = _options(buf, offset + 12, end, offset, "BU")
     return BindingUpdate(*_BU.unpack_from(buf, offset + 6), opts, csum)
 
 
 def _decode_ba(buf: bytes, offset: int, end: int, csum: int) -> BindingAck:
-    fixed_end = offset + 12
-    if fixed_end == end:
-        return BindingAck(*_BA.unpack_from(buf, offset + 6), [], csum)
-    opts = _options(buf, fixed_end, end, offset, "BA")
+    opts = _options(buf, offset + 12, end, offset, "BA")
     return BindingAck(*_BA.unpack_from(buf, offset + 6), opts, csum)
 
 
@@ -305,8 +301,26 @@ _DECODERS: dict[int, Callable[[bytes, int, int, int], MobilityMessage]] = {
 }
 
 
+# A BU or BA without options is 16 octets: the fixed part and a 4-octet PadN. It is the
+# commonest message at a home agent, so it gets one unpack instead of three.
+_PLAIN_BU = struct.Struct("!BxxxHHHHI")
+_PLAIN_BA = struct.Struct("!BxxxHBBHHI")
+_PADN_4 = 0x01020000
+_unpack_plain_bu = _PLAIN_BU.unpack_from
+
+
 def decode_mh(buf: bytes, offset: int = 0) -> tuple[MobilityMessage, int]:
     """Decode the Mobility Header at ``offset``; return it and the offset just past it."""
+    if len(buf) - offset >= 16 and buf[offset + 1] == 1:
+        mh_type = buf[offset + 2]
+        if mh_type == MH_BU:
+            proto, csum, seq, flags, life, pad = _PLAIN_BU.unpack_from(buf, offset)
+            if pad == _PADN_4 and proto == IPPROTO_NONE:
+                return BindingUpdate(seq, flags, life, [], csum), offset + 16
+        elif mh_type == MH_BA:
+            proto, csum, status, flags, seq, life, pad = _PLAIN_BA.unpack_from(buf, offset)
+            if pad == _PADN_4 and proto == IPPROTO_NONE:
+                return BindingAck(status, flags, seq, life, [], csum), offset + 16
     if len(buf) - offset < MH_HEADER_LEN:
         raise DecodeError(offset, "truncated mobility header")
     proto, hlen, mh_type, _reserved, csum = _HEAD.unpack_from(buf, offset)
@@ -323,8 +337,24 @@ def decode_mh(buf: bytes, offset: int = 0) -> tuple[MobilityMessage, int]:
     return decoder(buf, offset, end, csum), end
 
 
+FIXED_LENGTH = {
+    MHType.BRR: 8,
+    MHType.HOTI: 16,
+    MHType.COTI: 16,
+    MHType.HOT: 24,
+    MHType.COT: 24,
+    MHType.BU: 12,
+    MHType.BA: 12,
+    MHType.BE: 24,
+}
+
+
 def parse_mh(data: bytes) -> MobilityMessage:
     """Decode a buffer that holds exactly one Mobility Header."""
+    if len(data) == 16 and data[1] == 1 and data[2] == MH_BU:
+        proto, csum, seq, flags, life, pad = _unpack_plain_bu(data)
+        if pad == _PADN_4 and proto == IPPROTO_NONE:
+            return BindingUpdate(seq, flags, life, [], csum)
     message, end = decode_mh(data)
     if end != len(data):
         raise DecodeError(1, f"header length says {end} octets but {len(data)} are present")

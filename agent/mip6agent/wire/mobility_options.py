@@ -19,6 +19,9 @@ from .constants import (
 )
 from .errors import DecodeError
 
+# Plain ints: IntEnum member lookups cost ~50 ns each inside the decode loop.
+_PAD1 = int(MobilityOptionType.PAD1)
+_PADN = int(MobilityOptionType.PADN)
 _U16 = struct.Struct("!H")
 _U16X2 = struct.Struct("!HH")
 _U64 = struct.Struct("!Q")
@@ -183,7 +186,7 @@ def decode_options(buf: bytes, offset: int, end: int) -> list[MobilityOption]:
     pos = offset
     while pos < end:
         kind = buf[pos]
-        if kind == MobilityOptionType.PAD1:
+        if kind == _PAD1:
             pos += 1
             continue
         if pos + 2 > end:
@@ -192,10 +195,31 @@ def decode_options(buf: bytes, offset: int, end: int) -> list[MobilityOption]:
         start = pos + 2
         if start + length > end:
             raise DecodeError(pos + 1, f"option length {length} runs past the header")
-        if kind != MobilityOptionType.PADN:
+        if kind != _PADN:
             options.append(_decode_one(kind, buf, start, length, pos))
         pos = start + length
     return options
+
+
+def option_spans(buf: bytes, offset: int, end: int) -> list[tuple[int, int, int]]:
+    """(type, offset, body length) of each non-padding option, for code that must see bytes.
+
+    RFC 4285 authenticates the header's bytes up to a point inside its option, so the
+    authenticator check needs positions, not decoded values.
+    """
+    spans = []
+    pos = offset
+    while pos < end:
+        kind = buf[pos]
+        if kind == MobilityOptionType.PAD1:
+            pos += 1
+            continue
+        if pos + 2 > end or pos + 2 + buf[pos + 1] > end:
+            raise DecodeError(pos, "truncated mobility option")
+        if kind != MobilityOptionType.PADN:
+            spans.append((kind, pos, buf[pos + 1]))
+        pos += 2 + buf[pos + 1]
+    return spans
 
 
 def padding(count: int) -> bytes:
