@@ -1,0 +1,104 @@
+"""What the core asks the I/O layer to do. Plain values; the I/O layer executes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class SendPacket:
+    """A whole IPv6 packet from :func:`mip6agent.wire.build_packet`."""
+
+    data: bytes
+    destination: IPv6Address
+    interface: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstallBinding:
+    """HA: route the home address to the care-of address and proxy for it on the home link."""
+
+    home_address: IPv6Address
+    care_of_address: IPv6Address
+    home_agent: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveBinding:
+    home_address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceHomeAddress:
+    """Send an unsolicited NA (override) for ``address`` on ``interface``."""
+
+    address: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartDAD:
+    """HA: probe the home link for ``address``; report NAs/NSs for it as conflicts."""
+
+    address: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopDAD:
+    address: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttachTunnel:
+    """MN: home address on lo, reverse tunnel to the HA, decapsulation at the CoA."""
+
+    home_address: IPv6Address
+    care_of_address: IPv6Address
+    home_agent: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class DetachTunnel:
+    """MN at home: remove the tunnel and put the home address back on the home link."""
+
+    home_address: IPv6Address
+    prefix: IPv6Network
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendRouterSolicitation:
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """Persist the named table (binding cache or binding update list)."""
+
+    table: str
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str
+    message: str
+
+
+Action = (
+    SendPacket
+    | InstallBinding
+    | RemoveBinding
+    | AnnounceHomeAddress
+    | StartDAD
+    | StopDAD
+    | AttachTunnel
+    | DetachTunnel
+    | SendRouterSolicitation
+    | StateChanged
+    | Log
+)

@@ -1,0 +1,495 @@
+"""Home agent: home registrations (RFC 6275 10.3), DAD, DHAAD and mobile prefixes.
+
+``HomeAgent`` is a sans-I/O state machine. Feed it received packets with
+:meth:`HomeAgent.receive` and the clock with :meth:`HomeAgent.handle_timer`; it returns
+actions. :meth:`HomeAgent.get_timer` says when it next wants the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Network
+
+from ..wire import (
+    AlternateCareofAddress,
+    BindingAck,
+    BindingError,
+    BindingRefreshAdvice,
+    BindingUpdate,
+    HAADReply,
+    HAADRequest,
+    MobilePrefixAdvertisement,
+    MobilePrefixSolicitation,
+    NeighborAdvertisement,
+    NeighborSolicitation,
+    Packet,
+    PrefixInformation,
+    RouterAdvertisement,
+    UnknownMessage,
+    build_packet,
+)
+from ..wire.constants import (
+    BU_FLAG_A,
+    BU_FLAG_H,
+    IPPROTO_MH,
+    LIFETIME_UNIT,
+    PI_FLAG_A,
+    PI_FLAG_L,
+    BAStatus,
+    BEStatus,
+)
+from . import actions as act
+from .auth import MobilityKey, ReplayGuard, ntp_timestamp, protect, verify
+from .binding_cache import Binding, BindingCache
+from .counters import Counters
+from .ha_list import HomeAgentList
+from .seqno import HALF, seq_newer
+
+DAD_TIMEOUT = 1.0  # RetransTimer (1 s) x DupAddrDetectTransmits (1), RFC 4862
+MAX_LIFETIME_UNITS = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class HomeLink:
+    interface: str
+    address: IPv6Address
+    prefixes: tuple[IPv6Network, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAgentSettings:
+    links: tuple[HomeLink, ...]
+    preference: int = 0
+    lifetime: int = 1800
+    max_binding_lifetime: float = 262_140
+    refresh_advice: float | None = None
+    dad: bool = True
+    dad_timeout: float = DAD_TIMEOUT
+    sequence_window: int = HALF
+    authentication: bool = True
+    replay_window: float = 7.0
+    enabled: bool = True
+    prefix_valid_lifetime: int = 86_400
+    prefix_preferred_lifetime: int = 14_400
+
+    def link_for(self, home_address: IPv6Address) -> HomeLink | None:
+        for link in self.links:
+            if any(home_address in prefix for prefix in link.prefixes):
+                return link
+        return None
+
+    @property
+    def addresses(self) -> tuple[IPv6Address, ...]:
+        return tuple(link.address for link in self.links)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A new registration waiting for DAD on the home link."""
+
+    bu: BindingUpdate
+    home_address: IPv6Address
+    care_of_address: IPv6Address
+    home_agent: IPv6Address
+    link: HomeLink
+    nai: str | None
+    timestamp: int | None
+    deadline: float
+    conflict: bool = False
+
+
+@dataclass(slots=True)
+class _Request:
+    """What the BA needs to know about the BU it answers."""
+
+    bu: BindingUpdate
+    home_address: IPv6Address
+    care_of_address: IPv6Address
+    home_agent: IPv6Address
+    nai: str | None = None
+    timestamp: int | None = None
+    key: MobilityKey | None = None
+    at_home: bool = False
+    extra: list = field(default_factory=list)
+
+
+class HomeAgent:
+    def __init__(
+        self,
+        settings: HomeAgentSettings,
+        keys: Callable[[str], MobilityKey | None] = lambda nai: None,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.cache = BindingCache()
+        self.counters = Counters()
+        self.home_agents = HomeAgentList()
+        self.replay = ReplayGuard(settings.replay_window)
+        self._pending: dict[IPv6Address, _Pending] = {}
+
+    # --- inputs --------------------------------------------------------------------
+
+    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
+        payload = packet.payload
+        if packet.protocol == IPPROTO_MH:
+            if not packet.checksum_ok():
+                self.counters.add("bad_checksum")
+                return [act.Log("debug", f"MH from {packet.src} with a bad checksum dropped")]
+            mh_type = getattr(payload, "MH_TYPE", getattr(payload, "mh_type", None))
+            if mh_type is not None:
+                self.counters.received(mh_type)
+            if isinstance(payload, BindingUpdate):
+                return self._binding_update(packet, payload, now)
+            if isinstance(payload, UnknownMessage):
+                return self._binding_error(packet, BEStatus.UNRECOGNIZED_MH_TYPE)
+            return []
+        if packet.home_address_option is not None:
+            self.counters.add("hao_in")
+            home = packet.home_address_option
+            binding = self.cache.get(home)
+            if binding is None or binding.care_of_address != packet.src:
+                return self._binding_error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO)
+        if isinstance(payload, HAADRequest):
+            return self._dhaad(packet, payload)
+        if isinstance(payload, MobilePrefixSolicitation):
+            return self._prefix_solicitation(packet, payload)
+        if isinstance(payload, RouterAdvertisement) and interface is not None:
+            self.home_agents.update_from_ra(payload, packet.src, interface, now)
+            return []
+        if isinstance(payload, (NeighborAdvertisement, NeighborSolicitation)):
+            return self._dad_input(packet, payload)
+        return []
+
+    def handle_timer(self, now: float) -> list:
+        out: list = []
+        for home, pending in list(self._pending.items()):
+            if pending.deadline <= now:
+                del self._pending[home]
+                out.append(act.StopDAD(home, pending.link.interface))
+                out += self._finish_dad(pending, now)
+        for binding in self.cache.pop_expired(now):
+            self.counters.add("binding_expired")
+            out.append(act.RemoveBinding(binding.home_address))
+            out.append(act.Log("info", f"binding for {binding.home_address} expired"))
+            out.append(act.StateChanged("binding_cache"))
+        self.home_agents.expire(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        deadlines = [p.deadline for p in self._pending.values()]
+        for candidate in (self.cache.next_expiry(), self.home_agents.next_expiry()):
+            if candidate is not None:
+                deadlines.append(candidate)
+        return min(deadlines, default=None)
+
+    # --- operator requests -----------------------------------------------------------
+
+    def clear_bindings(self) -> list:
+        out: list = [act.RemoveBinding(b.home_address) for b in self.cache.clear()]
+        if out:
+            out.append(act.StateChanged("binding_cache"))
+        return out
+
+    def reconfigure(self, settings: HomeAgentSettings, now: float) -> list:
+        """Apply new settings; renumbered home prefixes go out to every registered MN."""
+        old_prefixes = {p for link in self.settings.links for p in link.prefixes}
+        self.settings = settings
+        self.replay.window = settings.replay_window
+        out: list = []
+        new_prefixes = {p for link in settings.links for p in link.prefixes}
+        if new_prefixes != old_prefixes:
+            for binding in self.cache:
+                link = settings.link_for(binding.home_address)
+                if link is None:
+                    continue
+                mpa = MobilePrefixAdvertisement(0, 0, self._prefix_options(link))
+                out.append(
+                    self._send_to_mn(
+                        binding.home_agent, binding.care_of_address, binding.home_address, mpa
+                    )
+                )
+                self.counters.add("mpa_out")
+        return out
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "bindings": [b.to_dict() for b in self.cache],
+            "timestamps": self.replay.snapshot(),
+        }
+
+    def restore(self, state: dict[str, object], now: float) -> list:
+        """Reload a persisted cache; entries already expired are dropped."""
+        out: list = []
+        for raw in state.get("bindings", []):  # type: ignore[union-attr]
+            binding = Binding.from_dict(raw)
+            if binding.expires > now:
+                self.cache.put(binding)
+        self.replay.restore(dict(state.get("timestamps", {})))  # type: ignore[arg-type]
+        return out
+
+    # --- Binding Update processing ---------------------------------------------------
+
+    def _binding_update(self, packet: Packet, bu: BindingUpdate, now: float) -> list:
+        home = packet.home_address_option or packet.src
+        alternate = next((o for o in bu.options if isinstance(o, AlternateCareofAddress)), None)
+        coa = alternate.address if alternate is not None else packet.src
+        request = _Request(bu, home, coa, packet.dst, at_home=coa == home)
+        out: list = []
+        if not bu.flags & BU_FLAG_H:
+            # A correspondent registration: route optimisation is the CN role's job.
+            return self._reply(request, BAStatus.ADMINISTRATIVELY_PROHIBITED, now)
+        if self.settings.authentication:
+            verdict = verify(packet.payload_bytes, bu, coa, home, self.keys)
+            request.nai = verdict.nai
+            if verdict.status is not None:
+                self.counters.add("auth_failed")
+                out.append(act.Log("warning", f"BU for {home} from {coa}: {verdict.reason}"))
+                return out + self._reply(request, verdict.status, now)
+            assert verdict.nai is not None and verdict.timestamp is not None
+            request.key = self.keys(verdict.nai)
+            request.timestamp = verdict.timestamp
+            stale = self.replay.check(verdict.nai, verdict.timestamp, now)
+            if stale is not None:
+                self.counters.add("replay_rejected")
+                out.append(act.Log("warning", f"BU for {home} from {verdict.nai}: {stale}"))
+                # Our own clock goes back so that the MN can resynchronise (RFC 4285 6.1).
+                request.timestamp = ntp_timestamp(now)
+                return out + self._reply(request, BAStatus.MIPV6_ID_MISMATCH, now)
+        else:
+            self.counters.add("unprotected_signaling")
+        if not self.settings.enabled:
+            return out + self._reply(request, BAStatus.HOME_REGISTRATION_NOT_SUPPORTED, now)
+        link = self.settings.link_for(home)
+        if link is None:
+            return out + self._reply(request, BAStatus.NOT_HOME_SUBNET, now)
+        existing = self.cache.get(home)
+        if existing is not None and existing.nai != request.nai:
+            out.append(
+                act.Log("warning", f"BU for {home} from {request.nai}, bound to {existing.nai}")
+            )
+            return out + self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
+        if existing is not None and not seq_newer(
+            bu.sequence, existing.sequence, self.settings.sequence_window
+        ):
+            self.counters.add("sequence_mismatch")
+            return out + self._reply(
+                request, BAStatus.SEQUENCE_OUT_OF_WINDOW, now, sequence=existing.sequence
+            )
+        if request.nai is not None and request.timestamp is not None:
+            self.replay.accept(request.nai, request.timestamp)
+        if bu.lifetime == 0 or request.at_home:
+            return out + self._deregister(request, existing, now)
+        if existing is None and self.settings.dad:
+            return out + self._start_dad(request, link, now)
+        return out + self._register(request, link, existing, now)
+
+    def _granted(self, bu: BindingUpdate) -> int:
+        seconds = min(bu.lifetime * LIFETIME_UNIT, self.settings.max_binding_lifetime)
+        return min(int(seconds) // LIFETIME_UNIT, MAX_LIFETIME_UNITS)
+
+    def _register(
+        self, request: _Request, link: HomeLink, existing: Binding | None, now: float
+    ) -> list:
+        units = self._granted(request.bu)
+        lifetime = units * LIFETIME_UNIT
+        binding = Binding(
+            request.home_address,
+            request.care_of_address,
+            request.home_agent,
+            link.interface,
+            request.bu.sequence,
+            lifetime,
+            now + lifetime,
+            request.bu.flags,
+            request.nai,
+            existing.registered if existing is not None else now,
+        )
+        self.cache.put(binding)
+        out: list = []
+        moved = existing is None or existing.care_of_address != binding.care_of_address
+        if moved:
+            out.append(
+                act.InstallBinding(
+                    binding.home_address,
+                    binding.care_of_address,
+                    binding.home_agent,
+                    link.interface,
+                )
+            )
+        if existing is None:
+            out.append(act.AnnounceHomeAddress(binding.home_address, link.interface))
+            out.append(
+                act.Log("info", f"registered {binding.home_address} at {binding.care_of_address}")
+            )
+        elif moved:
+            out.append(
+                act.Log("info", f"{binding.home_address} moved to {binding.care_of_address}")
+            )
+        out.append(act.StateChanged("binding_cache"))
+        advice = self.settings.refresh_advice
+        if advice is not None and advice < lifetime:
+            request.extra.append(BindingRefreshAdvice(int(advice) // LIFETIME_UNIT))
+        return out + self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=units)
+
+    def _deregister(self, request: _Request, existing: Binding | None, now: float) -> list:
+        if existing is None:
+            return self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
+        self.cache.remove(request.home_address)
+        out = [
+            act.RemoveBinding(request.home_address),
+            act.StateChanged("binding_cache"),
+            act.Log("info", f"deregistered {request.home_address}"),
+        ]
+        return out + self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=0)
+
+    # --- DAD on the home link (the seed always answered OK here) --------------------
+
+    def _start_dad(self, request: _Request, link: HomeLink, now: float) -> list:
+        home = request.home_address
+        pending = self._pending.get(home)
+        if pending is not None:
+            # A retransmission while DAD runs: answer the newest BU when DAD ends.
+            pending.bu, pending.care_of_address = request.bu, request.care_of_address
+            pending.timestamp = request.timestamp
+            return []
+        self._pending[home] = _Pending(
+            request.bu,
+            home,
+            request.care_of_address,
+            request.home_agent,
+            link,
+            request.nai,
+            request.timestamp,
+            now + self.settings.dad_timeout,
+        )
+        return [act.StartDAD(home, link.interface)]
+
+    def _dad_input(
+        self, packet: Packet, message: NeighborAdvertisement | NeighborSolicitation
+    ) -> list:
+        pending = self._pending.get(message.target)
+        if pending is None:
+            return []
+        if isinstance(message, NeighborSolicitation) and not packet.src.is_unspecified:
+            return []  # address resolution, not another node's DAD
+        pending.conflict = True
+        return []
+
+    def _finish_dad(self, pending: _Pending, now: float) -> list:
+        request = _Request(
+            pending.bu,
+            pending.home_address,
+            pending.care_of_address,
+            pending.home_agent,
+            pending.nai,
+            pending.timestamp,
+            self.keys(pending.nai) if pending.nai else None,
+        )
+        if pending.conflict:
+            self.counters.add("dad_failed")
+            log = act.Log("warning", f"DAD found {pending.home_address} in use on the home link")
+            return [log, *self._reply(request, BAStatus.DAD_FAILED, now)]
+        return self._register(request, pending.link, self.cache.get(pending.home_address), now)
+
+    # --- replies -------------------------------------------------------------------------
+
+    def _reply(
+        self,
+        request: _Request,
+        status: int,
+        now: float,
+        *,
+        lifetime_units: int = 0,
+        sequence: int | None = None,
+    ) -> list:
+        self.counters.ba_status(status, "out")
+        if status < 128 and not request.bu.flags & BU_FLAG_A:
+            return []
+        ba = BindingAck(
+            status,
+            0,
+            request.bu.sequence if sequence is None else sequence,
+            lifetime_units,
+            list(request.extra),
+        )
+        if request.key is not None and request.nai is not None:
+            timestamp = request.timestamp if request.timestamp is not None else ntp_timestamp(now)
+            ba = protect(
+                ba,
+                request.nai.encode(),
+                request.key,
+                timestamp,
+                request.care_of_address,
+                request.home_address,
+            )
+        self.counters.sent(ba.MH_TYPE)
+        if request.at_home:
+            data = build_packet(request.home_agent, request.home_address, ba)
+            return [act.SendPacket(data, request.home_address)]
+        return [
+            self._send_to_mn(request.home_agent, request.care_of_address, request.home_address, ba)
+        ]
+
+    def _send_to_mn(
+        self, src: IPv6Address, coa: IPv6Address, home: IPv6Address, message
+    ) -> act.SendPacket:
+        self.counters.add("rh2_out")
+        return act.SendPacket(build_packet(src, coa, message, routing_home_address=home), coa)
+
+    def _binding_error(self, packet: Packet, status: int) -> list:
+        self.counters.be_status(status, "out")
+        self.counters.sent(BindingError.MH_TYPE)
+        home = packet.home_address_option or IPv6Address(0)
+        be = BindingError(status, home)
+        source = packet.dst if not packet.dst.is_multicast else self.settings.addresses[0]
+        return [act.SendPacket(build_packet(source, packet.src, be), packet.src)]
+
+    # --- DHAAD and mobile prefix discovery -------------------------------------------
+
+    def _dhaad(self, packet: Packet, request: HAADRequest) -> list:
+        self.counters.add("dhaad_request_in")
+        link = next(
+            (k for k in self.settings.links if any(packet.dst in p for p in k.prefixes)),
+            self.settings.links[0],
+        )
+        prefix = next((p for p in link.prefixes if packet.dst in p), link.prefixes[0])
+        agents = self._ranked_home_agents(link, prefix)
+        reply = HAADReply(request.identifier, agents)
+        self.counters.add("dhaad_reply_out")
+        return [act.SendPacket(build_packet(link.address, packet.src, reply), packet.src)]
+
+    def _ranked_home_agents(self, link: HomeLink, prefix: IPv6Network) -> list[IPv6Address]:
+        others = [e for e in self.home_agents.entries() if e.interface == link.interface]
+        ranked: list[tuple[int, IPv6Address]] = [(self.settings.preference, link.address)]
+        for entry in others:
+            for address in entry.addresses:
+                if address in prefix and address != link.address:
+                    ranked.append((entry.preference, address))
+        ranked.sort(key=lambda pair: -pair[0])  # stable: ties keep us first
+        return [address for _, address in ranked]
+
+    def _prefix_options(self, link: HomeLink) -> list:
+        return [
+            PrefixInformation(
+                prefix.prefixlen,
+                PI_FLAG_L | PI_FLAG_A,
+                self.settings.prefix_valid_lifetime,
+                self.settings.prefix_preferred_lifetime,
+                prefix.network_address,
+            )
+            for prefix in link.prefixes
+        ]
+
+    def _prefix_solicitation(self, packet: Packet, request: MobilePrefixSolicitation) -> list:
+        self.counters.add("mps_in")
+        home = packet.home_address_option
+        binding = self.cache.get(home) if home is not None else None
+        if binding is None or home is None:
+            return []
+        link = self.settings.link_for(home)
+        if link is None:
+            return []
+        mpa = MobilePrefixAdvertisement(request.identifier, 0, self._prefix_options(link))
+        self.counters.add("mpa_out")
+        return [self._send_to_mn(packet.dst, binding.care_of_address, home, mpa)]
