@@ -7,7 +7,6 @@ from ipaddress import IPv6Address, IPv6Network
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from mip6agent import wire
 from mip6agent.core import actions as act
 from mip6agent.core.auth import MobilityKey, ntp_timestamp, protect, unix_seconds, verify
@@ -176,7 +175,7 @@ def test_replay_and_clock_skew_get_144_with_our_clock() -> None:
     replayed = ha.receive(bu_packet(2, timestamp=ntp_timestamp(T0)), T0 + 1)
     ba = the_ba(replayed)
     assert ba.status == BAStatus.MIPV6_ID_MISMATCH
-    ident = [o for o in ba.options if isinstance(o, wire.MessageIdentification)][0]
+    ident = next(o for o in ba.options if isinstance(o, wire.MessageIdentification))
     assert abs(unix_seconds(ident.timestamp) - (T0 + 1)) < 1e-3
     skewed = ha.receive(bu_packet(3, now=T0 + 100), T0 + 1)
     assert the_ba(skewed).status == BAStatus.MIPV6_ID_MISMATCH
