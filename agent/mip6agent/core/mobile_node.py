@@ -1,0 +1,509 @@
+"""Mobile node: movement, home registration, binding update list, DHAAD (RFC 6275 11).
+
+``MobileNode`` is a sans-I/O state machine. The I/O layer reports interface and address
+events and received packets; the node answers with actions (packets, tunnel changes,
+router solicitations) and a next timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+
+from ..wire import (
+    AdvertisementInterval,
+    BindingAck,
+    BindingError,
+    BindingRefreshAdvice,
+    BindingRefreshRequest,
+    BindingUpdate,
+    HAADReply,
+    HAADRequest,
+    MessageIdentification,
+    MobilePrefixAdvertisement,
+    Packet,
+    PrefixInformation,
+    RouterAdvertisement,
+    build_packet,
+)
+from ..wire.constants import BU_FLAG_A, BU_FLAG_H, IPPROTO_MH, LIFETIME_UNIT, BAStatus
+from . import actions as act
+from .auth import MobilityKey, ntp_timestamp, protect, unix_seconds, verify
+from .counters import Counters
+from .ha_list import HomeAgentList
+from .seqno import seq_add
+
+INITIAL_BINDACK_TIMEOUT_FIRST_REG = 1.5
+INITIAL_BINDACK_TIMEOUT = 1.0
+MAX_BINDACK_TIMEOUT = 32.0
+DHAAD_RETRIES = 4
+INITIAL_DHAAD_TIMEOUT = 3.0
+REFRESH_FRACTION = 0.8  # refresh when this much of the granted lifetime has passed
+LOST_ROUTER_FACTOR = 3  # missed advertisement intervals before we solicit
+
+
+def home_agents_anycast(prefix: IPv6Network) -> IPv6Address:
+    """RFC 2526 / RFC 6275 9.8: the Mobile IPv6 Home-Agents anycast address of a /64."""
+    return IPv6Address(int(prefix.network_address) | 0xFDFF_FFFF_FFFF_FFFE)
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAddressSpec:
+    address: IPv6Address
+    prefix: IPv6Network
+    interface: str
+    home_agent: IPv6Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MobileNodeSettings:
+    home: tuple[HomeAddressSpec, ...]
+    interfaces: tuple[str, ...]
+    nai: str | None = None
+    key: MobilityKey | None = None
+    authentication: bool = True
+    lifetime: float = 420.0
+    initial_timeout_first: float = INITIAL_BINDACK_TIMEOUT_FIRST_REG
+    initial_timeout: float = INITIAL_BINDACK_TIMEOUT
+    max_timeout: float = MAX_BINDACK_TIMEOUT
+    foreign_addresses: tuple[IPv6Address, ...] = ()
+
+
+@dataclass(slots=True)
+class BULEntry:
+    """One binding update list entry: a home address and its registration with a HA."""
+
+    home_address: IPv6Address
+    prefix: IPv6Network
+    home_interface: str
+    home_agent: IPv6Address | None
+    discovered: bool = False
+    state: str = "idle"  # idle|discovering|registering|registered|deregistering|failed
+    sequence: int = 0
+    care_of_address: IPv6Address | None = None
+    interface: str | None = None
+    tunnel: tuple[IPv6Address, str] | None = None  # (CoA, interface) installed in the kernel
+    lifetime: float = 0.0
+    expires: float = 0.0
+    refresh_at: float | None = None
+    retransmit_at: float | None = None
+    timeout: float = 0.0
+    dhaad_id: int = 0
+    dhaad_tries: int = 0
+    clock_offset: float = 0.0
+    reason: str = ""
+    home_agents: list[IPv6Address] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "home_address": str(self.home_address),
+            "prefix": str(self.prefix),
+            "home_interface": self.home_interface,
+            "home_agent": str(self.home_agent) if self.home_agent else None,
+            "state": self.state,
+            "sequence": self.sequence,
+            "care_of_address": str(self.care_of_address) if self.care_of_address else None,
+            "interface": self.interface,
+            "lifetime": self.lifetime,
+            "expires": self.expires,
+            "reason": self.reason,
+        }
+
+
+class MobileNode:
+    def __init__(self, settings: MobileNodeSettings, initial_sequence: int = 0) -> None:
+        self.settings = settings
+        self.counters = Counters()
+        self.home_agents = HomeAgentList()
+        self.entries: dict[IPv6Address, BULEntry] = {}
+        for spec in settings.home:
+            self._add_entry(spec, initial_sequence)
+        self._up: set[str] = set()
+        self._addresses: dict[str, list[IPv6Interface]] = {}
+        self._ra_deadline: dict[str, float] = {}
+        self._next_dhaad_id = initial_sequence
+
+    def _add_entry(self, spec: HomeAddressSpec, sequence: int) -> BULEntry:
+        entry = BULEntry(
+            spec.address, spec.prefix, spec.interface, spec.home_agent, sequence=sequence
+        )
+        self.entries[spec.address] = entry
+        return entry
+
+    # --- movement inputs -----------------------------------------------------------------
+
+    def link_changed(self, interface: str, up: bool, now: float) -> list:
+        if interface not in self.settings.interfaces:
+            return []
+        out: list = []
+        if up and interface not in self._up:
+            self._up.add(interface)
+            self.counters.add("rs_out")
+            # The kernel does not solicit on carrier return; waiting for a periodic RA is slow.
+            out.append(act.SendRouterSolicitation(interface))
+        elif not up and interface in self._up:
+            self._up.discard(interface)
+            self._ra_deadline.pop(interface, None)
+        return out + self._evaluate(now)
+
+    def addresses_changed(self, interface: str, addresses: list[IPv6Interface], now: float) -> list:
+        """The global unicast addresses now on ``interface`` (home addresses excluded)."""
+        if interface not in self.settings.interfaces:
+            return []
+        self._addresses[interface] = [
+            a for a in addresses if a.ip not in self.entries and not a.ip.is_link_local
+        ]
+        return self._evaluate(now)
+
+    def _location(self) -> tuple[str, IPv6Address, IPv6Network] | None:
+        """(interface, care-of address, its prefix), preferring configured foreign addresses."""
+        candidates = [
+            (name, a)
+            for name in self.settings.interfaces
+            if name in self._up
+            for a in self._addresses.get(name, [])
+        ]
+        for name, address in candidates:
+            if address.ip in self.settings.foreign_addresses:
+                return name, address.ip, address.network
+        for entry in self.entries.values():
+            for name, address in candidates:
+                if address.ip == entry.care_of_address and name == entry.interface:
+                    return name, address.ip, address.network
+        if candidates:
+            name, address = candidates[0]
+            return name, address.ip, address.network
+        return None
+
+    def _evaluate(self, now: float) -> list:
+        where = self._location()
+        if where is None:
+            return []
+        interface, coa, network = where
+        out: list = []
+        for entry in self.entries.values():
+            at_home = coa in entry.prefix or network.overlaps(entry.prefix)
+            if at_home:
+                if entry.state in ("registered", "registering") or entry.tunnel is not None:
+                    out += self._go_home(entry, interface, now)
+                continue
+            if entry.state == "failed" and entry.care_of_address == coa:
+                continue
+            if entry.care_of_address != coa or entry.state in ("idle", "deregistering"):
+                entry.care_of_address, entry.interface = coa, interface
+                out += self._start_registration(entry, now, first=entry.state != "registered")
+        return out
+
+    # --- registration ----------------------------------------------------------------------
+
+    def _start_registration(self, entry: BULEntry, now: float, first: bool) -> list:
+        if entry.home_agent is None:
+            return self._discover(entry, now)
+        entry.state = "registering"
+        entry.timeout = (
+            self.settings.initial_timeout_first if first else self.settings.initial_timeout
+        )
+        return self._send_bu(entry, now, self.settings.lifetime)
+
+    def _send_bu(self, entry: BULEntry, now: float, lifetime: float) -> list:
+        assert entry.home_agent is not None
+        entry.sequence = seq_add(entry.sequence)
+        entry.lifetime = lifetime
+        entry.retransmit_at = now + entry.timeout
+        units = min(int(lifetime) // LIFETIME_UNIT, 0xFFFF)
+        bu: BindingUpdate = BindingUpdate(entry.sequence, BU_FLAG_A | BU_FLAG_H, units)
+        home_registration = lifetime > 0
+        coa = entry.care_of_address if home_registration else entry.home_address
+        assert coa is not None
+        if self.settings.authentication and self.settings.key and self.settings.nai:
+            stamp = ntp_timestamp(now + entry.clock_offset)
+            bu = protect(
+                bu, self.settings.nai.encode(), self.settings.key, stamp, coa, entry.home_address
+            )  # type: ignore[assignment]
+        self.counters.sent(bu.MH_TYPE)
+        if home_registration:
+            data = build_packet(coa, entry.home_agent, bu, home_address=entry.home_address)
+        else:
+            data = build_packet(entry.home_address, entry.home_agent, bu)
+        return [act.SendPacket(data, entry.home_agent)]
+
+    def _go_home(self, entry: BULEntry, interface: str, now: float) -> list:
+        out: list = []
+        if entry.tunnel is not None or entry.state in ("registered", "registering"):
+            out.append(act.DetachTunnel(entry.home_address, entry.prefix, entry.home_interface))
+            entry.tunnel = None
+            out.append(act.StateChanged("binding_update_list"))
+        if entry.home_agent is None:
+            entry.state = "idle"
+            return out
+        entry.state = "deregistering"
+        entry.care_of_address, entry.interface = entry.home_address, interface
+        entry.timeout = self.settings.initial_timeout
+        out.append(act.Log("info", f"{entry.home_address}: back home, deregistering"))
+        return out + self._send_bu(entry, now, 0)
+
+    # --- DHAAD ---------------------------------------------------------------------------
+
+    def _discover(self, entry: BULEntry, now: float) -> list:
+        entry.state = "discovering"
+        entry.discovered = True
+        entry.dhaad_tries = 0
+        entry.timeout = INITIAL_DHAAD_TIMEOUT
+        return self._send_dhaad(entry, now)
+
+    def _send_dhaad(self, entry: BULEntry, now: float) -> list:
+        assert entry.care_of_address is not None
+        self._next_dhaad_id = (self._next_dhaad_id + 1) & 0xFFFF
+        entry.dhaad_id = self._next_dhaad_id
+        entry.dhaad_tries += 1
+        entry.retransmit_at = now + entry.timeout
+        anycast = home_agents_anycast(entry.prefix)
+        self.counters.add("dhaad_request_out")
+        data = build_packet(entry.care_of_address, anycast, HAADRequest(entry.dhaad_id))
+        return [act.SendPacket(data, anycast)]
+
+    # --- received packets -----------------------------------------------------------------
+
+    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
+        payload = packet.payload
+        if isinstance(payload, RouterAdvertisement):
+            return self._router_advertisement(packet, payload, interface, now)
+        if isinstance(payload, HAADReply):
+            return self._dhaad_reply(payload, now)
+        if isinstance(payload, MobilePrefixAdvertisement):
+            return self._prefix_advertisement(packet, payload, now)
+        if packet.protocol != IPPROTO_MH:
+            return []
+        if not packet.checksum_ok():
+            self.counters.add("bad_checksum")
+            return []
+        mh_type = getattr(payload, "MH_TYPE", getattr(payload, "mh_type", None))
+        if mh_type is not None:
+            self.counters.received(mh_type)
+        rh2 = packet.routing_header_type2
+        home = rh2.home_address if rh2 is not None else packet.dst
+        entry = self.entries.get(home)
+        if entry is None:
+            return []
+        if isinstance(payload, BindingAck):
+            return self._binding_ack(entry, packet, payload, now)
+        if isinstance(payload, BindingError):
+            self.counters.be_status(payload.status, "in")
+            return [act.Log("warning", f"{home}: binding error {payload.status} from {packet.src}")]
+        if isinstance(payload, BindingRefreshRequest) and entry.state == "registered":
+            entry.state, entry.timeout = "registering", self.settings.initial_timeout
+            return self._send_bu(entry, now, self.settings.lifetime)
+        return []
+
+    def _binding_ack(self, entry: BULEntry, packet: Packet, ba: BindingAck, now: float) -> list:
+        waiting = entry.state in ("registering", "deregistering")
+        # A 135 carries the HA's last accepted number, not ours.
+        matches = ba.sequence == entry.sequence or ba.status == BAStatus.SEQUENCE_OUT_OF_WINDOW
+        if not (waiting and matches):
+            self.counters.add("ba_unexpected")
+            return []
+        coa = entry.care_of_address
+        assert coa is not None
+        if self.settings.authentication and self.settings.key is not None:
+            key = self.settings.key
+            verdict = verify(
+                packet.payload_bytes,
+                ba,
+                coa,
+                entry.home_address,
+                lambda nai: key if nai == self.settings.nai else None,
+            )
+            if verdict.status is not None:
+                self.counters.add("auth_failed")
+                return [
+                    act.Log("warning", f"BA for {entry.home_address} rejected: {verdict.reason}")
+                ]
+        self.counters.ba_status(ba.status, "in")
+        if ba.status == BAStatus.SEQUENCE_OUT_OF_WINDOW:
+            self.counters.add("sequence_mismatch")
+            entry.sequence = ba.sequence  # _send_bu steps past the HA's last accepted number
+            return self._resend(entry, now)
+        if ba.status == BAStatus.MIPV6_ID_MISMATCH:
+            ident = next((o for o in ba.options if isinstance(o, MessageIdentification)), None)
+            if ident is not None:
+                entry.clock_offset = unix_seconds(ident.timestamp) - now
+            return self._resend(entry, now)
+        if not ba.accepted:
+            entry.state, entry.retransmit_at = "failed", None
+            entry.reason = f"home agent refused with status {ba.status}"
+            return [act.Log("error", f"{entry.home_address}: {entry.reason}")]
+        entry.retransmit_at = None
+        if entry.state == "deregistering":
+            entry.state, entry.refresh_at = "idle", None
+            entry.care_of_address = entry.interface = None
+            return [
+                act.AnnounceHomeAddress(entry.home_address, entry.home_interface),
+                act.StateChanged("binding_update_list"),
+                act.Log("info", f"{entry.home_address}: deregistered at home"),
+            ]
+        granted = min(ba.lifetime_seconds, entry.lifetime)
+        entry.state, entry.expires, entry.reason = "registered", now + granted, ""
+        refresh = granted * REFRESH_FRACTION
+        advice = next((o for o in ba.options if isinstance(o, BindingRefreshAdvice)), None)
+        if advice is not None and 0 < advice.interval_seconds < refresh:
+            refresh = advice.interval_seconds
+        entry.refresh_at = now + refresh
+        out: list = [act.StateChanged("binding_update_list")]
+        assert entry.interface is not None and entry.home_agent is not None
+        if entry.tunnel != (coa, entry.interface):
+            entry.tunnel = (coa, entry.interface)
+            out.append(act.AttachTunnel(entry.home_address, coa, entry.home_agent, entry.interface))
+            out.append(act.Log("info", f"{entry.home_address} registered at {coa}"))
+        return out
+
+    def _resend(self, entry: BULEntry, now: float) -> list:
+        lifetime = 0 if entry.state == "deregistering" else self.settings.lifetime
+        return self._send_bu(entry, now, lifetime)
+
+    def _dhaad_reply(self, reply: HAADReply, now: float) -> list:
+        for entry in self.entries.values():
+            if entry.state == "discovering" and reply.identifier == entry.dhaad_id:
+                self.counters.add("dhaad_reply_in")
+                if not reply.home_agents:
+                    return []
+                entry.home_agents = list(reply.home_agents)
+                entry.home_agent = reply.home_agents[0]
+                return [
+                    act.Log(
+                        "info", f"DHAAD: home agent {entry.home_agent} for {entry.home_address}"
+                    ),
+                    *self._start_registration(entry, now, first=True),
+                ]
+        return []
+
+    def _prefix_advertisement(
+        self, packet: Packet, mpa: MobilePrefixAdvertisement, now: float
+    ) -> list:
+        """Home subnet renumbering: a new home prefix gives a new home address to register."""
+        rh2 = packet.routing_header_type2
+        base = self.entries.get(rh2.home_address) if rh2 is not None else None
+        if base is None:
+            return []
+        out: list = []
+        for option in mpa.options:
+            if not isinstance(option, PrefixInformation) or option.valid_lifetime == 0:
+                continue
+            prefix = IPv6Network(f"{option.prefix}/{option.prefix_length}", strict=False)
+            if any(e.prefix == prefix for e in self.entries.values()):
+                continue
+            host = int(base.home_address) & int(base.prefix.hostmask)
+            address = IPv6Address(int(prefix.network_address) | host)
+            spec = HomeAddressSpec(address, prefix, base.home_interface, base.home_agent)
+            entry = self._add_entry(spec, base.sequence)
+            entry.care_of_address, entry.interface = base.care_of_address, base.interface
+            out.append(
+                act.Log("info", f"home prefix {prefix} advertised: new home address {address}")
+            )
+            if entry.care_of_address is not None:
+                out += self._start_registration(entry, now, first=True)
+        return out
+
+    def _router_advertisement(
+        self, packet: Packet, ra: RouterAdvertisement, interface: str | None, now: float
+    ) -> list:
+        if interface is None:
+            return []
+        self.home_agents.update_from_ra(ra, packet.src, interface, now)
+        interval = ra.option(AdvertisementInterval)
+        if isinstance(interval, AdvertisementInterval) and interval.interval:
+            self._ra_deadline[interface] = now + LOST_ROUTER_FACTOR * interval.interval / 1000
+        out: list = []
+        for entry in self.entries.values():
+            if entry.home_agent is None and ra.home_agent:
+                agents = self.home_agents.preferred(entry.prefix)
+                if agents:
+                    entry.home_agent = agents[0]
+        return out
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> list:
+        out: list = []
+        for interface, deadline in list(self._ra_deadline.items()):
+            if deadline <= now:
+                # Lost the router's advertisements: maybe we moved. Ask right away.
+                del self._ra_deadline[interface]
+                self.counters.add("rs_out")
+                out.append(act.SendRouterSolicitation(interface))
+        for entry in self.entries.values():
+            if entry.retransmit_at is not None and entry.retransmit_at <= now:
+                out += self._retransmit(entry, now)
+            elif entry.state == "registered" and entry.refresh_at is not None:
+                if entry.expires <= now:
+                    entry.state, entry.refresh_at = "registering", None
+                    entry.timeout = self.settings.initial_timeout
+                    out.append(act.Log("warning", f"{entry.home_address}: binding expired"))
+                    out += self._send_bu(entry, now, self.settings.lifetime)
+                elif entry.refresh_at <= now:
+                    entry.state, entry.timeout = "registering", self.settings.initial_timeout
+                    out += self._send_bu(entry, now, self.settings.lifetime)
+        self.home_agents.expire(now)
+        return out
+
+    def _retransmit(self, entry: BULEntry, now: float) -> list:
+        self.counters.add("retransmissions")
+        if entry.state == "discovering":
+            if entry.dhaad_tries >= DHAAD_RETRIES:
+                entry.state, entry.retransmit_at = "failed", None
+                entry.reason = "no home agent answered DHAAD"
+                return [act.Log("error", f"{entry.home_address}: {entry.reason}")]
+            entry.timeout *= 2
+            return self._send_dhaad(entry, now)
+        if entry.state not in ("registering", "deregistering"):
+            entry.retransmit_at = None
+            return []
+        entry.timeout = min(entry.timeout * 2, self.settings.max_timeout)
+        if (
+            entry.state == "registering"
+            and entry.discovered
+            and entry.timeout >= self.settings.max_timeout
+        ):
+            # The discovered agent stopped answering: look for another one.
+            entry.home_agent = None
+            return self._discover(entry, now)
+        return self._resend(entry, now)
+
+    def get_timer(self) -> float | None:
+        times = list(self._ra_deadline.values())
+        for entry in self.entries.values():
+            if entry.retransmit_at is not None:
+                times.append(entry.retransmit_at)
+            elif entry.state == "registered" and entry.refresh_at is not None:
+                times.append(min(entry.refresh_at, entry.expires))
+        expiry = self.home_agents.next_expiry()
+        if expiry is not None:
+            times.append(expiry)
+        return min(times, default=None)
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, object]:
+        return {"entries": [e.to_dict() for e in self.entries.values()]}
+
+    def restore(self, state: dict[str, object], now: float) -> list:
+        """Keep sequence numbers and live registrations across a restart."""
+        for raw in state.get("entries", []):  # type: ignore[union-attr]
+            home = IPv6Address(raw["home_address"])
+            entry = self.entries.get(home)
+            if entry is None:
+                continue
+            entry.sequence = int(raw["sequence"])
+            if (
+                raw["state"] == "registered"
+                and float(raw["expires"]) > now
+                and raw["care_of_address"]
+            ):
+                entry.state = "registered"
+                entry.care_of_address = IPv6Address(raw["care_of_address"])
+                entry.interface = raw["interface"]
+                entry.home_agent = entry.home_agent or IPv6Address(raw["home_agent"])
+                entry.expires = float(raw["expires"])
+                entry.lifetime = float(raw["lifetime"])
+                entry.refresh_at = min(now + 1, entry.expires)
+                entry.tunnel = (entry.care_of_address, entry.interface)
+        return []
