@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test lint format unit test-long fuzz bench apt venv clean
 
-test: apt venv lint unit
+test: apt venv lint unit test-long
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -201,7 +201,6 @@ def test_sequence_out_of_window_recovers() -> None:
 
 def test_clock_skew_is_corrected_from_the_ha_timestamp() -> None:
     agent, node = ha(), mn()
-    net = Net(node, agent)
     attach(node, T0)
     # the MN's clock is 100 s fast: deliver its BU to a HA whose clock says T0
     out = node.addresses_changed("eth0", [F1], T0 + 100)
