@@ -1,0 +1,207 @@
+"""mip6config: configure the running Mobile IPv6 agent, with the KAME tool's flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+
+from ..control.client import call
+from ..control.protocol import ControlError
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, default_socket
+
+# Flags the KAME notes list as unimplemented, and why we still do not take them.
+REJECTED = {
+    "-w": "time before the CN sends a Binding Refresh Request: part of correspondent route "
+    "optimisation, which the CN role does not do yet (route optimisation issue)",
+    "-u": "forwarding of site-local unicast: site-local addresses are deprecated (RFC 3879)",
+    "-m": "forwarding of site-local multicast: site-local addresses are deprecated (RFC 3879)",
+    "-p": "link-layer promiscuous mode: the home agent uses proxy Neighbor Discovery instead",
+    "-r": "route optimisation on/off: correspondent registrations belong to the route "
+    "optimisation issue; the mobile node always tunnels through its home agent today",
+    "-q": "sending Binding Refresh Requests to mobile nodes: part of route optimisation "
+    "(route optimisation issue); home registrations are refreshed by the mobile node",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mip6config",
+        description="Configure the running mip6agent (home agent or mobile node), as the "
+        "KAME mip6config did. Flags apply in the order given.",
+        epilog="Rejected KAME flags: "
+        + "; ".join(f"{flag} ({why.split(':')[0]})" for flag, why in REJECTED.items())
+        + ". Exit status: 0 ok, 1 the agent refused, 2 bad usage.",
+    )
+    p.add_argument("-S", dest="socket", default=default_socket(), help="control socket path")
+    p.add_argument("-g", dest="enable_ha", action="store_true", help="enable the home agent")
+    p.add_argument("-y", dest="preference", type=int, help="home agent preference (with -g)")
+    p.add_argument(
+        "-H",
+        dest="homeaddr",
+        metavar="ADDR/PLEN@IF%HA",
+        help="set a home address: address/prefix length, interface, home agent (%%HA optional)",
+    )
+    p.add_argument(
+        "-P", dest="homepref", metavar="PREFIX/PLEN", help="home prefix; DHAAD finds the HA"
+    )
+    p.add_argument(
+        "-a", dest="autoconfig", action="store_true", help="autoconfigure the home address"
+    )
+    p.add_argument(
+        "-f", dest="file", metavar="FILE", help="read enable_ha/autoconfig/homeaddr/homepref lines"
+    )
+    p.add_argument("-d", dest="debug", choices=("0", "1"), help="debug output off/on")
+    p.add_argument(
+        "-b", dest="bu_lifetime", type=int, metavar="SECONDS", help="binding update lifetime"
+    )
+    p.add_argument(
+        "-l", dest="home_lifetime", type=int, metavar="SECONDS", help="home registration lifetime"
+    )
+    p.add_argument("-e", dest="eager", choices=("0", "1", "2"), help="eager movement detection")
+    p.add_argument("-F", dest="add_foreign", metavar="ADDR", help="add a default foreign address")
+    p.add_argument(
+        "-E", dest="remove_foreign", metavar="ADDR", help="remove a default foreign address"
+    )
+    p.add_argument("-x", dest="stop", action="store_true", help="stop the HA or MN function")
+    p.add_argument("-n", dest="show", action="store_true", help="show the running configuration")
+    return p
+
+
+def parse_homeaddr(text: str) -> dict:
+    """``addr/plen@if%ha`` (the seed's -H syntax) as control API arguments."""
+    address, _, rest = text.partition("@")
+    if not rest:
+        raise ValueError(f"{text!r}: expected ADDR/PLEN@INTERFACE[%HOME_AGENT]")
+    interface, _, agent = rest.partition("%")
+    try:
+        hoa = IPv6Interface(address)
+    except ValueError:
+        raise ValueError(f"{address!r} is not an IPv6 address/prefix length") from None
+    if "/" not in address:
+        raise ValueError(f"{address!r}: give the prefix length, e.g. {address}/64")
+    if not interface:
+        raise ValueError(f"{text!r}: the interface after @ is missing")
+    args = {"address": str(hoa), "interface": interface}
+    if agent:
+        try:
+            args["home_agent"] = str(IPv6Address(agent))
+        except ValueError:
+            raise ValueError(f"{agent!r} is not an IPv6 address") from None
+    return args
+
+
+def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, dict]]:
+    """The control requests the flags stand for, in order; ValueError for bad input."""
+    for flag in unknown:
+        name = flag[:2]
+        if name in REJECTED:
+            raise ValueError(f"{name} is not supported: {REJECTED[name]}")
+        raise ValueError(f"unknown option {flag}")
+    out: list[tuple[str, dict]] = []
+    if args.preference is not None and not args.enable_ha:
+        raise ValueError("-y sets the home agent preference and needs -g")
+    if args.file:
+        out += _file_requests(args.file)
+    if args.enable_ha:
+        extra = {} if args.preference is None else {"preference": args.preference}
+        out.append(("enable-ha", extra))
+    if args.homeaddr:
+        out.append(("set-home-address", parse_homeaddr(args.homeaddr)))
+    if args.homepref:
+        try:
+            prefix = IPv6Network(args.homepref)
+        except ValueError:
+            raise ValueError(
+                f"{args.homepref!r} is not an IPv6 prefix with zero host bits"
+            ) from None
+        out.append(("set-home-prefix", {"prefix": str(prefix)}))
+    if args.autoconfig:
+        out.append(("autoconfigure", {}))
+    lifetimes = {}
+    if args.bu_lifetime is not None:
+        lifetimes["bu_lifetime"] = args.bu_lifetime
+    if args.home_lifetime is not None:
+        lifetimes["home_registration_lifetime"] = args.home_lifetime
+    if args.eager is not None:
+        lifetimes["eager_movement_detection"] = int(args.eager)
+    if lifetimes:
+        out.append(("set-lifetimes", lifetimes))
+    for flag, command in (
+        (args.add_foreign, "add-foreign-address"),
+        (args.remove_foreign, "remove-foreign-address"),
+    ):
+        if flag:
+            try:
+                out.append((command, {"address": str(IPv6Address(flag))}))
+            except ValueError:
+                raise ValueError(f"{flag!r} is not an IPv6 address") from None
+    if args.debug is not None:
+        out.append(("debug", {"on": args.debug == "1"}))
+    if args.stop:
+        out.append(("disable", {}))
+    if args.show:
+        out.append(("show-config", {}))
+    return out
+
+
+def _file_requests(path: str) -> list[tuple[str, dict]]:
+    """The seed's mip6.conf lines: enable_ha, autoconfig, homeaddr ..., homepref ..."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    out: list[tuple[str, dict]] = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        word, _, rest = line.partition(" ")
+        rest = rest.strip()
+        try:
+            if word == "enable_ha" and not rest:
+                out.append(("enable-ha", {}))
+            elif word == "autoconfig" and not rest:
+                out.append(("autoconfigure", {}))
+            elif word == "homeaddr" and rest:
+                out.append(("set-home-address", parse_homeaddr(rest)))
+            elif word == "homepref" and rest:
+                out.append(("set-home-prefix", {"prefix": str(IPv6Network(rest))}))
+            else:
+                raise ValueError(
+                    f"unknown line {line!r} (expected enable_ha, autoconfig, "
+                    "homeaddr ADDR/PLEN@IF%HA or homepref PREFIX/PLEN)"
+                )
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    try:
+        todo = requests(args, unknown)
+    except ValueError as exc:
+        print(f"mip6config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not todo:
+        parser.print_usage(sys.stderr)
+        print("mip6config: nothing to do; see mip6config --help", file=sys.stderr)
+        return EXIT_USAGE
+    for command, command_args in todo:
+        try:
+            result = call(args.socket, command, command_args)
+        except ControlError as exc:
+            print(f"mip6config: {command}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        if command == "show-config":
+            import json
+
+            print(json.dumps(result, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
