@@ -78,10 +78,12 @@ class MovementWatcher:
         self._thread = threading.Thread(target=self._run, name="mip6-netlink", daemon=True)
 
     def start(self) -> None:
-        self.loop.call_soon(self.callback, read_state(self._query, self.names))
         self._thread.start()
 
     def _run(self) -> None:
+        # pyroute2 0.9's IPRoute refuses to run inside a running asyncio loop, so every
+        # netlink call, the first dump included, happens on this thread.
+        self.loop.call_soon_threadsafe(self.callback, read_state(self._query, self.names))
         fd = self._events.fileno()
         while not self._stop.is_set():
             # Poll with a timeout so that close() is noticed within half a second.

@@ -1,0 +1,1 @@
+"""I/O adapters: signaling sockets, netlink, data-plane backends, nftables rules."""

@@ -1,0 +1,218 @@
+"""Keep a kernel without MIP6 from answering Mobile IPv6 packets with Parameter Problems.
+
+Such a kernel drops a packet with a Home Address option with ICMPv6 Parameter Problem
+code 2 (unrecognized option) and one with a Type 2 Routing Header with code 0 (erroneous
+header field), after our raw sockets have got their copy (KERNEL.md). The mobile node
+or correspondent would read those errors as "this node does not support Mobile IPv6".
+
+We own one nftables table, ``inet mip6agent``, with an output chain that drops exactly
+those errors: the code, the Pointer, the invoking packet's first Next Header and the octet
+the Pointer names (0xC9 = HAO option type, 2 = routing type 2) are all matched in the
+quoted packet with raw ``@th`` payload expressions. nft cannot follow the invoking
+packet's header chain, so each rule fixes one header layout; the defaults cover the layout
+RFC 6275 senders use (and wire.build_packet builds). docs/transport.md explains the choice.
+
+``nft`` (JSON in, JSON out) is the only subprocess: pyroute2's nftables support cannot
+express raw payload matches.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from ..wire.constants import (
+    DSTOPT_HOME_ADDRESS,
+    IPPROTO_DSTOPTS,
+    IPPROTO_ROUTING,
+    ROUTING_TYPE_2,
+)
+
+FAMILY = "inet"
+TABLE = "mip6agent"
+CHAIN = "output"
+_ICMPV6_ERROR_HEADER = 8  # type, code, checksum, pointer: the invoking packet follows
+_NEXT_HEADER_OFFSET = 6  # in the quoted IPv6 header
+_TIMEOUT = 10.0
+
+
+class NftError(RuntimeError):
+    """``nft`` is missing or refused the request; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressedError:
+    """One Parameter Problem the stack sends that the rule set drops.
+
+    ``pointer`` is the Pointer field (offset into the invoking packet), which must name an
+    octet equal to ``octet``; ``first_header`` is the invoking packet's Next Header.
+    """
+
+    name: str
+    code: int
+    pointer: int
+    first_header: int
+    octet: int
+
+
+# Destination Options right after the IPv6 header, HAO after 4 octets of padding (8n+6).
+HAO_AFTER_IPV6_HEADER = SuppressedError("hao", 2, 46, IPPROTO_DSTOPTS, DSTOPT_HOME_ADDRESS)
+# Type 2 Routing Header right after the IPv6 header; the Pointer names the routing type.
+RH2_AFTER_IPV6_HEADER = SuppressedError("rh2", 0, 42, IPPROTO_ROUTING, ROUTING_TYPE_2)
+DEFAULT_SUPPRESSED = (HAO_AFTER_IPV6_HEADER, RH2_AFTER_IPV6_HEADER)
+
+
+def _payload_match(field: dict[str, Any], value: int | str) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"payload": field}, "right": value}}
+
+
+def _icmpv6(field: str) -> dict[str, Any]:
+    return {"protocol": "icmpv6", "field": field}
+
+
+def _quoted_octet(offset: int) -> dict[str, Any]:
+    """One octet of the quoted invoking packet, as a raw transport-header payload."""
+    return {"base": "th", "offset": (_ICMPV6_ERROR_HEADER + offset) * 8, "len": 8}
+
+
+def _rule(table: str, error: SuppressedError) -> dict[str, Any]:
+    return {
+        "rule": {
+            "family": FAMILY,
+            "table": table,
+            "chain": CHAIN,
+            "comment": error.name,
+            "expr": [
+                _payload_match(_icmpv6("type"), "parameter-problem"),
+                _payload_match(_icmpv6("code"), error.code),
+                _payload_match(_icmpv6("parameter-problem"), error.pointer),
+                _payload_match(_quoted_octet(_NEXT_HEADER_OFFSET), error.first_header),
+                _payload_match(_quoted_octet(error.pointer), error.octet),
+                {"counter": None},
+                {"drop": None},
+            ],
+        }
+    }
+
+
+def ruleset(
+    table: str = TABLE, suppressed: tuple[SuppressedError, ...] = DEFAULT_SUPPRESSED
+) -> dict[str, Any]:
+    """The JSON batch that (re)creates the table atomically: add, delete, add again."""
+    ref = {"family": FAMILY, "name": table}
+    chain = {
+        "family": FAMILY,
+        "table": table,
+        "name": CHAIN,
+        "type": "filter",
+        "hook": "output",
+        "prio": 0,
+        "policy": "accept",
+    }
+    commands: list[dict[str, Any]] = [
+        {"add": {"table": ref}},  # so that the delete cannot fail
+        {"delete": {"table": ref}},
+        {"add": {"table": ref}},
+        {"add": {"chain": chain}},
+    ]
+    commands += [{"add": _rule(table, error)} for error in suppressed]
+    return {"nftables": commands}
+
+
+def _binary(nft: str | None) -> str:
+    name = nft or "nft"
+    # sbin is not always on a service's PATH.
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/local/sbin")
+    if path is None:
+        raise NftError(f"{name}: not found; install nftables (package 'nftables')")
+    return path
+
+
+def _run(args: list[str], document: dict[str, Any] | None = None, nft: str | None = None) -> str:
+    binary = _binary(nft)
+    argv = [binary, "-j", *args]
+    stdin = json.dumps(document) if document is not None else None
+    try:
+        result = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NftError(f"{' '.join(argv)}: {exc}") from exc
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
+        raise NftError(f"{' '.join(argv)} failed: {detail}")
+    return result.stdout
+
+
+def install(
+    table: str = TABLE,
+    suppressed: tuple[SuppressedError, ...] = DEFAULT_SUPPRESSED,
+    *,
+    nft: str | None = None,
+) -> None:
+    """Create (or replace) the table; running it twice leaves one table with one rule set."""
+    _run(["-f", "-"], ruleset(table, suppressed), nft)
+
+
+def remove(table: str = TABLE, *, nft: str | None = None) -> None:
+    """Delete the table if it is there (one atomic batch, so never an error if it is not)."""
+    ref = {"family": FAMILY, "name": table}
+    _run(["-f", "-"], {"nftables": [{"add": {"table": ref}}, {"delete": {"table": ref}}]}, nft)
+
+
+def _list(nft: str | None, *args: str) -> list[dict[str, Any]]:
+    output = _run(["list", *args], nft=nft)
+    try:
+        return json.loads(output).get("nftables", [])
+    except (ValueError, AttributeError) as exc:
+        raise NftError(f"nft -j list {' '.join(args)}: unreadable output ({exc})") from exc
+
+
+def is_installed(table: str = TABLE, *, nft: str | None = None) -> bool:
+    for item in _list(nft, "tables", FAMILY):
+        found = item.get("table")
+        if found and found.get("family") == FAMILY and found.get("name") == table:
+            return True
+    return False
+
+
+def counters(table: str = TABLE, *, nft: str | None = None) -> dict[str, int]:
+    """Packets dropped so far, per rule name ({} when the table is not installed)."""
+    if not is_installed(table, nft=nft):
+        return {}
+    result: dict[str, int] = {}
+    for item in _list(nft, "table", FAMILY, table):
+        rule = item.get("rule")
+        if not rule:
+            continue
+        for expr in rule.get("expr", []):
+            if isinstance(expr, dict) and isinstance(expr.get("counter"), dict):
+                name = rule.get("comment", str(rule.get("handle")))
+                result[name] = result.get(name, 0) + int(expr["counter"].get("packets", 0))
+    return result
+
+
+class ParameterProblemSuppression:
+    """Context manager: the table exists inside the ``with`` block and is removed after."""
+
+    def __init__(
+        self,
+        table: str = TABLE,
+        suppressed: tuple[SuppressedError, ...] = DEFAULT_SUPPRESSED,
+        *,
+        nft: str | None = None,
+    ) -> None:
+        self.table, self.suppressed, self.nft = table, suppressed, nft
+
+    def __enter__(self) -> ParameterProblemSuppression:
+        install(self.table, self.suppressed, nft=self.nft)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        remove(self.table, nft=self.nft)
+
+    def counters(self) -> dict[str, int]:
+        return counters(self.table, nft=self.nft)
