@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import IPv6Network
 
+from ..config import ConfigError, parse_coaddr_spec, parse_homeaddr_spec, parse_seed_file
 from ..control.client import call
 from ..control.protocol import ControlError
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, default_socket
@@ -59,36 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-l", dest="home_lifetime", type=int, metavar="SECONDS", help="home registration lifetime"
     )
     p.add_argument("-e", dest="eager", choices=("0", "1", "2"), help="eager movement detection")
-    p.add_argument("-F", dest="add_foreign", metavar="ADDR", help="add a default foreign address")
     p.add_argument(
-        "-E", dest="remove_foreign", metavar="ADDR", help="remove a default foreign address"
+        "-F", dest="add_foreign", metavar="ADDR/PLEN@IF", help="add a default foreign address"
+    )
+    p.add_argument(
+        "-E", dest="remove_foreign", metavar="ADDR/PLEN@IF", help="remove a default foreign address"
     )
     p.add_argument("-x", dest="stop", action="store_true", help="stop the HA or MN function")
     p.add_argument("-n", dest="show", action="store_true", help="show the running configuration")
     return p
-
-
-def parse_homeaddr(text: str) -> dict:
-    """``addr/plen@if%ha`` (the seed's -H syntax) as control API arguments."""
-    address, _, rest = text.partition("@")
-    if not rest:
-        raise ValueError(f"{text!r}: expected ADDR/PLEN@INTERFACE[%HOME_AGENT]")
-    interface, _, agent = rest.partition("%")
-    try:
-        hoa = IPv6Interface(address)
-    except ValueError:
-        raise ValueError(f"{address!r} is not an IPv6 address/prefix length") from None
-    if "/" not in address:
-        raise ValueError(f"{address!r}: give the prefix length, e.g. {address}/64")
-    if not interface:
-        raise ValueError(f"{text!r}: the interface after @ is missing")
-    args = {"address": str(hoa), "interface": interface}
-    if agent:
-        try:
-            args["home_agent"] = str(IPv6Address(agent))
-        except ValueError:
-            raise ValueError(f"{agent!r} is not an IPv6 address") from None
-    return args
 
 
 def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, dict]]:
@@ -102,12 +83,12 @@ def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, di
     if args.preference is not None and not args.enable_ha:
         raise ValueError("-y sets the home agent preference and needs -g")
     if args.file:
-        out += _file_requests(args.file)
+        out.append(_file_request(args.file))
     if args.enable_ha:
         extra = {} if args.preference is None else {"preference": args.preference}
         out.append(("enable-ha", extra))
     if args.homeaddr:
-        out.append(("set-home-address", parse_homeaddr(args.homeaddr)))
+        out.append(("set-home-address", parse_homeaddr_spec(args.homeaddr)))
     if args.homepref:
         try:
             prefix = IPv6Network(args.homepref)
@@ -127,15 +108,10 @@ def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, di
         lifetimes["eager_movement_detection"] = int(args.eager)
     if lifetimes:
         out.append(("set-lifetimes", lifetimes))
-    for flag, command in (
-        (args.add_foreign, "add-foreign-address"),
-        (args.remove_foreign, "remove-foreign-address"),
-    ):
-        if flag:
-            try:
-                out.append((command, {"address": str(IPv6Address(flag))}))
-            except ValueError:
-                raise ValueError(f"{flag!r} is not an IPv6 address") from None
+    if args.add_foreign:
+        out.append(("add-foreign-address", parse_coaddr_spec(args.add_foreign)))
+    if args.remove_foreign:
+        out.append(("remove-foreign-address", parse_coaddr_spec(args.remove_foreign)))
     if args.debug is not None:
         out.append(("debug", {"on": args.debug == "1"}))
     if args.stop:
@@ -145,37 +121,14 @@ def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, di
     return out
 
 
-def _file_requests(path: str) -> list[tuple[str, dict]]:
-    """The seed's mip6.conf lines: enable_ha, autoconfig, homeaddr ..., homepref ..."""
+def _file_request(path: str) -> tuple[str, dict]:
+    """The seed's mip6.conf lines, merged into the running configuration."""
     try:
         with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+            text = handle.read()
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
-    out: list[tuple[str, dict]] = []
-    for number, raw in enumerate(lines, 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        word, _, rest = line.partition(" ")
-        rest = rest.strip()
-        try:
-            if word == "enable_ha" and not rest:
-                out.append(("enable-ha", {}))
-            elif word == "autoconfig" and not rest:
-                out.append(("autoconfigure", {}))
-            elif word == "homeaddr" and rest:
-                out.append(("set-home-address", parse_homeaddr(rest)))
-            elif word == "homepref" and rest:
-                out.append(("set-home-prefix", {"prefix": str(IPv6Network(rest))}))
-            else:
-                raise ValueError(
-                    f"unknown line {line!r} (expected enable_ha, autoconfig, "
-                    "homeaddr ADDR/PLEN@IF%HA or homepref PREFIX/PLEN)"
-                )
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
-    return out
+    return ("set-config", {"config": parse_seed_file(text, path), "merge": True})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     try:
         todo = requests(args, unknown)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"mip6config: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not todo:
@@ -197,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mip6config: {command}: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         if command == "show-config":
-            import json
-
             print(json.dumps(result, indent=2, sort_keys=True))
     return EXIT_OK
 
