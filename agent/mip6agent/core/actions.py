@@ -64,11 +64,12 @@ class AttachTunnel:
 
 @dataclass(frozen=True, slots=True)
 class DetachTunnel:
-    """MN at home: remove the tunnel and put the home address back on the home link."""
+    """MN: remove the tunnel; back home, also put the home address on the home link."""
 
     home_address: IPv6Address
     prefix: IPv6Network
     interface: str
+    at_home: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -480,6 +480,53 @@ class MobileNode:
             times.append(expiry)
         return min(times, default=None)
 
+    # --- operator requests ---------------------------------------------------------------------
+
+    def reconfigure(self, settings: MobileNodeSettings, now: float) -> list:
+        """New settings: keep entries for home addresses still wanted, add and drop the rest."""
+        self.settings = settings
+        out: list = []
+        wanted = {spec.address: spec for spec in settings.home}
+        for home in [h for h in self.entries if h not in wanted]:
+            out += self._drop(self.entries.pop(home))
+        for home, spec in wanted.items():
+            entry = self.entries.get(home)
+            if entry is None:
+                self._add_entry(spec, int.from_bytes(home.packed[-2:], "big"))
+            elif spec.home_agent is not None and spec.home_agent != entry.home_agent:
+                entry.home_agent, entry.state = spec.home_agent, "idle"
+        return out + self._evaluate(now)
+
+    def stop(self) -> list:
+        """mip6config -x: tear down tunnels and forget registrations (the HA times them out)."""
+        out: list = []
+        for entry in self.entries.values():
+            out += self._drop(entry)
+            entry.state, entry.care_of_address, entry.interface = "idle", None, None
+        return out
+
+    def _drop(self, entry: BULEntry) -> list:
+        entry.retransmit_at = entry.refresh_at = None
+        if entry.tunnel is None:
+            return []
+        entry.tunnel = None
+        return [
+            act.DetachTunnel(entry.home_address, entry.prefix, entry.home_interface, at_home=False),
+            act.StateChanged("binding_update_list"),
+        ]
+
+    def home_addresses(self) -> list[dict[str, object]]:
+        return [
+            {
+                "home_address": str(e.home_address),
+                "prefix": str(e.prefix),
+                "interface": e.home_interface,
+                "home_agent": str(e.home_agent) if e.home_agent else None,
+                "at_home": e.state == "idle" and e.tunnel is None,
+            }
+            for e in self.entries.values()
+        ]
+
     # --- persistence -------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, object]:
