@@ -1,0 +1,526 @@
+"""The mip6agent process: one asyncio loop around one role's sans-I/O core.
+
+Received packets and netlink events go into the core; the actions it returns are carried
+out strictly in order by one consumer task. Kernel calls run on one worker thread, both
+because they block and because pyroute2 0.9 will not run inside a running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from ipaddress import IPv6Interface
+from typing import Any
+
+from .. import __version__
+from ..config import AgentConfig, ConfigError, load_config, to_dict, validate_mapping
+from ..control.protocol import ControlError
+from ..control.server import ControlServer
+from ..core import actions as act
+from ..core.correspondent import Correspondent
+from ..core.home_agent import HomeAgent
+from ..core.mobile_node import MobileNode, home_agents_anycast
+from ..io import nft
+from ..io.dataplane import BackendUnavailableError, DataPlane, DataPlaneError, probe, select_backend
+from ..io.transport import Received, SignalingTransport, TransportError
+from . import kernel
+from .movement import InterfaceState, MovementWatcher
+from .persistence import StateStore
+from .settings import SettingsError, home_agent_settings, key_lookup, mobile_node_settings
+
+log = logging.getLogger("mip6agent")
+TABLES = {"ha": "binding_cache", "mn": "binding_update_list"}
+
+
+class AgentError(Exception):
+    """A start-up failure with a message for the operator; the agent exits non-zero."""
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.started = time.time()
+        self.store = StateStore(config.state_dir)
+        self.core: HomeAgent | MobileNode | Correspondent | None = None
+        self.dataplane: DataPlane | None = None
+        self.transport: SignalingTransport | None = None
+        self.control: ControlServer | None = None
+        self.watcher: MovementWatcher | None = None
+        self.anycast: kernel.AnycastMembership | None = None
+        self.ha_enabled = True
+        self._kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-kernel")
+        self._queue: asyncio.Queue[list] = asyncio.Queue()
+        self._timer: asyncio.TimerHandle | None = None
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def kernel(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await self._loop.run_in_executor(self._kernel, func, *args)
+
+    async def start(self) -> None:
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
+        try:
+            if self.config.role in ("ha", "mn"):
+                self.dataplane = await self.kernel(select_backend, self.config.dataplane)
+                log.info("data plane: %s", self.dataplane.name)
+            self.core = await self._build_core()
+            self.transport = SignalingTransport().open()
+            await self.kernel(nft.install)
+        except (BackendUnavailableError, SettingsError, TransportError, nft.NftError) as exc:
+            await self.close()
+            raise AgentError(str(exc)) from None
+        except DataPlaneError as exc:
+            await self.close()
+            raise AgentError(f"data plane: {exc}") from None
+        await self._restore()
+        self.transport.attach(self._loop, self._received)
+        self.control = ControlServer(str(self.config.control_socket), self.handle_command)
+        await self.control.start()
+        self._consumer = asyncio.create_task(self._carry_out())
+        if isinstance(self.core, MobileNode):
+            self.watcher = MovementWatcher(self.core.settings.interfaces, self._loop, self._moved)
+            self.watcher.start()
+        self._reschedule()
+        log.info("mip6agent %s started as %s", __version__, self.config.role)
+
+    async def _build_core(self) -> HomeAgent | MobileNode | Correspondent:
+        if self.config.role == "ha":
+            settings = await self.kernel(home_agent_settings, self.config, kernel.addresses)
+            for link in settings.links:
+                await self.kernel(self.dataplane.ha_setup, link.interface, link.address)
+            self.anycast = kernel.AnycastMembership()
+            for link in settings.links:
+                for prefix in link.prefixes:
+                    self.anycast.join(home_agents_anycast(prefix), link.interface)
+            return HomeAgent(settings, key_lookup(self.config))
+        if self.config.role == "mn":
+            settings = await self.kernel(
+                mobile_node_settings, self.config, kernel.addresses, kernel.interface_identifier
+            )
+            return MobileNode(settings, int.from_bytes(os.urandom(2), "big"))
+        return Correspondent()
+
+    async def _restore(self) -> None:
+        """Reload persisted state and make the kernel match it: adopt, add, remove stale."""
+        table = TABLES.get(self.config.role)
+        if table is None or self.core is None:
+            return
+        state = self.store.load(table) or {}
+        now = time.time()
+        self.core.restore(state, now)  # type: ignore[union-attr]
+        if isinstance(self.core, HomeAgent) and self.dataplane is not None:
+            for link in self.core.settings.links:
+                wanted = {
+                    b.home_address: b.care_of_address
+                    for b in self.core.cache
+                    if b.interface == link.interface
+                }
+                report = await self.kernel(
+                    self.dataplane.ha_reconcile, wanted, link.address, link.interface
+                )
+                log.info("reconciled bindings on %s: %s", link.interface, report)
+        elif isinstance(self.core, MobileNode) and self.dataplane is not None:
+            for entry in self.core.entries.values():
+                if entry.tunnel is not None and entry.home_agent is not None:
+                    wanted = {entry.home_address: (entry.tunnel[0], entry.home_agent)}
+                    report = await self.kernel(self.dataplane.mn_reconcile, wanted, entry.tunnel[1])
+                    log.info("reconciled tunnel for %s: %s", entry.home_address, report)
+
+    async def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        self._loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        """Stop. Kernel routes stay: registered mobile nodes keep their forwarding."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.watcher is not None:
+            await self._loop.run_in_executor(None, self.watcher.close)
+        if getattr(self, "_consumer", None) is not None:
+            await self._queue.join()
+            self._consumer.cancel()
+        if self.control is not None:
+            await self.control.close()
+        if self.transport is not None:
+            self.transport.close()
+        if self.anycast is not None:
+            self.anycast.close()
+        with contextlib.suppress(nft.NftError):
+            await self.kernel(nft.remove)
+        if self.dataplane is not None:
+            await self.kernel(self.dataplane.close)
+        self._kernel.shutdown(wait=True)
+
+    # --- inputs into the core --------------------------------------------------------------
+
+    def _received(self, received: Received) -> None:
+        if self.core is None:
+            return
+        interface = _ifname(received.ifindex)
+        log.debug(
+            "received %s from %s on %s",
+            type(received.packet.payload).__name__,
+            received.src,
+            interface,
+        )
+        self.feed(self.core.receive(received.packet, time.time(), interface))
+
+    def _moved(self, states: list[InterfaceState]) -> None:
+        if not isinstance(self.core, MobileNode):
+            return
+        now = time.time()
+        out: list = []
+        for state in states:
+            out += self.core.link_changed(state.name, state.up, now)
+            out += self.core.addresses_changed(state.name, list(state.addresses), now)
+        self.feed(out)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.core is not None:
+            self.feed(self.core.handle_timer(time.time()))
+
+    def feed(self, actions: list) -> None:
+        if actions:
+            self._queue.put_nowait(actions)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.core.get_timer() if self.core is not None else None
+        if deadline is not None:
+            self._timer = self._loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+
+    # --- carrying out actions ---------------------------------------------------------------
+
+    async def _carry_out(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            try:
+                for action in batch:
+                    try:
+                        await self._do(action)
+                    except (DataPlaneError, TransportError, OSError, LookupError) as exc:
+                        log.error("%s failed: %s", type(action).__name__, exc)
+            finally:
+                self._queue.task_done()
+
+    async def _do(self, action: act.Action) -> None:
+        transport, dataplane = self.transport, self.dataplane
+        assert transport is not None
+        if isinstance(action, act.SendPacket):
+            index = socket.if_nametoindex(action.interface) if action.interface else None
+            transport.send(action.data, action.destination, index)
+        elif isinstance(action, act.Log):
+            log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
+        elif isinstance(action, act.StateChanged):
+            if self.core is not None:
+                self.store.save(action.table, self.core.snapshot())
+        elif isinstance(action, act.SendRouterSolicitation):
+            transport.send_router_solicitation(socket.if_nametoindex(action.interface))
+        elif isinstance(action, act.AnnounceHomeAddress):
+            transport.send_unsolicited_na(socket.if_nametoindex(action.interface), action.address)
+        elif isinstance(action, act.StartDAD):
+            index = socket.if_nametoindex(action.interface)
+            transport.join_solicited_node(action.address, index)
+            transport.send_dad_ns(index, action.address)
+        elif isinstance(action, act.StopDAD):
+            transport.leave_solicited_node(action.address, socket.if_nametoindex(action.interface))
+        elif isinstance(action, act.InstallBinding):
+            assert dataplane is not None
+            await self.kernel(
+                dataplane.ha_bind,
+                action.home_address,
+                action.care_of_address,
+                action.home_agent,
+                action.interface,
+            )
+        elif isinstance(action, act.RemoveBinding):
+            assert dataplane is not None
+            await self.kernel(dataplane.ha_unbind, action.home_address)
+        elif isinstance(action, act.AttachTunnel):
+            assert dataplane is not None
+            await self.kernel(kernel.remove_from_links, action.home_address)
+            await self.kernel(
+                dataplane.mn_attach,
+                action.home_address,
+                action.care_of_address,
+                action.home_agent,
+                action.interface,
+            )
+        elif isinstance(action, act.DetachTunnel):
+            assert dataplane is not None
+            await self.kernel(dataplane.mn_detach, action.home_address)
+            if action.at_home:
+                address = IPv6Interface(f"{action.home_address}/{action.prefix.prefixlen}")
+                await self.kernel(kernel.place_home_address, address, action.interface)
+
+    # --- configuration and control ------------------------------------------------------------
+
+    async def reload(self, config: AgentConfig | None = None) -> dict:
+        """Apply a new configuration without dropping bindings (SIGHUP, `reload`, mip6config)."""
+        if config is None:
+            if self.config_path is None:
+                raise ControlError("the agent was started without a configuration file")
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running configuration: %s", exc)
+                raise ControlError(f"configuration not reloaded: {exc}") from None
+        if config.role != self.config.role:
+            raise ControlError(
+                f"the role changes from {self.config.role} to {config.role}: restart the agent"
+            )
+        now = time.time()
+        try:
+            if isinstance(self.core, HomeAgent):
+                settings = await self.kernel(
+                    home_agent_settings, config, kernel.addresses, self.ha_enabled
+                )
+                self.feed(self.core.reconfigure(settings, now))
+            elif isinstance(self.core, MobileNode):
+                settings = await self.kernel(
+                    mobile_node_settings, config, kernel.addresses, kernel.interface_identifier
+                )
+                self.feed(self.core.reconfigure(settings, now))
+        except SettingsError as exc:
+            raise ControlError(str(exc)) from None
+        self.config = config
+        logging.getLogger().setLevel(config.effective_log_level.upper())
+        log.info("configuration reloaded")
+        return to_dict(config)
+
+    async def _change(self, edit: Callable[[dict], None]) -> dict:
+        data = copy.deepcopy(to_dict(self.config))
+        edit(data)
+        try:
+            config = validate_mapping(data, source="control request")
+        except ConfigError as exc:
+            raise ControlError(str(exc)) from None
+        return await self.reload(config)
+
+    async def handle_command(self, command: str, args: dict) -> object:
+        handler = getattr(self, "_cmd_" + command.replace("-", "_"))
+        try:
+            return await handler(**args)
+        except TypeError as exc:
+            if "argument" not in str(exc):
+                raise
+            raise ControlError(f"{command}: bad arguments: {exc}") from None
+
+    def _lists(self) -> list[str]:
+        if isinstance(self.core, HomeAgent):
+            return ["bindings", "home-agents", "counters"]
+        if isinstance(self.core, MobileNode):
+            return ["bul", "home-addresses", "home-agents", "counters"]
+        return ["counters"]
+
+    async def _cmd_status(self) -> dict:
+        return {
+            "role": self.config.role,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 1),
+            "dataplane": self.dataplane.name if self.dataplane else None,
+            "enabled": self.ha_enabled if self.config.role == "ha" else True,
+            "debug": self.config.debug,
+            "lists": self._lists(),
+        }
+
+    async def _cmd_capabilities(self) -> dict:
+        caps = await self.kernel(probe)
+        return {
+            "seg6": caps.seg6,
+            "ip6tnl": caps.ip6tnl,
+            "esp": caps.esp,
+            "mip6": caps.mip6,
+            "signaling": "raw sockets",
+            "reasons": dict(caps.reasons),
+        }
+
+    async def _cmd_show_config(self) -> dict:
+        return to_dict(self.config)
+
+    async def _cmd_set_config(self, config: dict, merge: bool = False) -> dict:
+        def edit(data: dict) -> None:
+            if not merge:
+                data.clear()
+            _deep_merge(data, config)
+
+        return await self._change(edit)
+
+    async def _cmd_reload(self) -> dict:
+        return await self.reload()
+
+    async def _cmd_enable_ha(self, preference: int | None = None) -> dict:
+        if self.config.role != "ha":
+            raise ControlError(
+                f"this host is a {self.config.role}: the home agent and mobile node functions "
+                "cannot be active on one host"
+            )
+        self.ha_enabled = True
+        if preference is not None:
+            return await self._change(
+                lambda d: d["home_agent"].__setitem__("preference", preference)
+            )
+        return await self.reload(self.config)
+
+    async def _cmd_disable(self) -> dict:
+        if isinstance(self.core, HomeAgent):
+            self.ha_enabled = False
+            self.feed(self.core.clear_bindings())
+            await self.reload(self.config)
+        elif isinstance(self.core, MobileNode):
+            self.feed(self.core.stop())
+        return await self._cmd_status()
+
+    def _require_mn(self) -> None:
+        if self.config.role != "mn":
+            raise ControlError(
+                f"this host is a {self.config.role}: home addresses belong to a mobile node"
+            )
+
+    async def _cmd_set_home_address(
+        self, address: str, interface: str, home_agent: str | None = None
+    ) -> dict:
+        self._require_mn()
+        entry = {"address": address, "interface": interface, "home_agent": home_agent}
+
+        def edit(data: dict) -> None:
+            mn = data["mobile_node"]
+            kept = [e for e in mn.get("home_addresses") or [] if e["address"] != address]
+            mn.update(home_addresses=[*kept, entry], home_prefix=None, autoconfigure=False)
+
+        return await self._change(edit)
+
+    async def _cmd_set_home_prefix(self, prefix: str) -> dict:
+        self._require_mn()
+        return await self._change(
+            lambda d: d["mobile_node"].update(
+                home_prefix=prefix, home_addresses=[], autoconfigure=False
+            )
+        )
+
+    async def _cmd_autoconfigure(self) -> dict:
+        self._require_mn()
+        return await self._change(
+            lambda d: d["mobile_node"].update(
+                autoconfigure=True, home_addresses=[], home_prefix=None
+            )
+        )
+
+    async def _cmd_set_lifetimes(self, **values: int) -> dict:
+        self._require_mn()
+        return await self._change(lambda d: d["mobile_node"].update(values))
+
+    async def _cmd_add_foreign_address(self, address: str, interface: str) -> dict:
+        self._require_mn()
+
+        def edit(data: dict) -> None:
+            entries = data["mobile_node"].get("foreign_addresses") or []
+            if not any(e["address"] == address for e in entries):
+                entries.append({"address": address, "interface": interface})
+            data["mobile_node"]["foreign_addresses"] = entries
+
+        return await self._change(edit)
+
+    async def _cmd_remove_foreign_address(self, address: str, interface: str | None = None) -> dict:
+        self._require_mn()
+
+        def edit(data: dict) -> None:
+            entries = data["mobile_node"].get("foreign_addresses") or []
+            data["mobile_node"]["foreign_addresses"] = [
+                e for e in entries if e["address"] != address
+            ]
+
+        return await self._change(edit)
+
+    async def _cmd_debug(self, on: bool) -> dict:
+        return await self._change(lambda d: d.__setitem__("debug", bool(on)))
+
+    async def _cmd_bindings(self) -> list:
+        return [b.to_dict() for b in self.core.cache] if isinstance(self.core, HomeAgent) else []
+
+    async def _cmd_clear_bindings(self) -> dict:
+        if isinstance(self.core, HomeAgent):
+            self.feed(self.core.clear_bindings())
+        return {"cleared": "bindings"}
+
+    async def _cmd_bul(self) -> list:
+        if isinstance(self.core, MobileNode):
+            return [e.to_dict() for e in self.core.entries.values()]
+        return []
+
+    async def _cmd_clear_bul(self) -> dict:
+        if isinstance(self.core, MobileNode):
+            self.feed(self.core.stop())
+        return {"cleared": "bul"}
+
+    async def _cmd_home_agents(self) -> list:
+        core = self.core
+        if isinstance(core, (HomeAgent, MobileNode)):
+            return [e.to_dict() for e in core.home_agents.entries()]
+        return []
+
+    async def _cmd_clear_home_agents(self) -> dict:
+        if isinstance(self.core, (HomeAgent, MobileNode)):
+            self.core.home_agents.clear()
+        return {"cleared": "home-agents"}
+
+    async def _cmd_home_addresses(self) -> list:
+        return self.core.home_addresses() if isinstance(self.core, MobileNode) else []
+
+    async def _cmd_clear_home_addresses(self) -> dict:
+        self._require_mn()
+        return await self._change(
+            lambda d: d["mobile_node"].update(
+                home_addresses=[], home_prefix=None, autoconfigure=True
+            )
+        )
+
+    async def _cmd_counters(self) -> dict:
+        counters = self.core.counters.snapshot() if self.core is not None else {}
+        if self.transport is not None:
+            counters.update(
+                {f"transport.{k}": v for k, v in self.transport.counters.as_dict().items()}
+            )
+        return counters
+
+    async def _cmd_clear_counters(self) -> dict:
+        if self.core is not None:
+            self.core.counters.clear()
+        return {"cleared": "counters"}
+
+
+def _deep_merge(target: dict, source: dict) -> None:
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _ifname(index: int) -> str | None:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return None

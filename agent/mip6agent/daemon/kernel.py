@@ -1,0 +1,93 @@
+"""Small netlink reads and writes the agent needs besides the data plane.
+
+Every function here blocks; the agent runs them on its kernel worker thread (pyroute2 0.9's
+IPRoute refuses to run inside a running asyncio loop).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from ipaddress import IPv6Address, IPv6Interface
+
+from pyroute2 import IPRoute
+
+IFA_F_NODAD = 0x02
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+IPV6_JOIN_ANYCAST = 27  # linux/in6.h; not exported by the socket module
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise LookupError(f"no interface named {ifname!r}")
+    return found[0]
+
+
+def addresses(ifname: str, scope: int = RT_SCOPE_UNIVERSE) -> list[IPv6Interface]:
+    with IPRoute() as ipr:
+        index = _index(ipr, ifname)
+        return [
+            IPv6Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+            for m in ipr.get_addr(family=socket.AF_INET6, index=index)
+            if m["scope"] == scope
+        ]
+
+
+def interface_identifier(ifname: str) -> int:
+    """The low 64 bits of the interface's link-local address (its SLAAC identifier)."""
+    local = addresses(ifname, RT_SCOPE_LINK)
+    if not local:
+        raise LookupError(f"{ifname} has no link-local address to take an identifier from")
+    return int(local[0].ip) & ((1 << 64) - 1)
+
+
+def place_home_address(address: IPv6Interface, ifname: str) -> None:
+    """Back home: the home address on the home interface (no DAD: the HA was defending it)."""
+    with IPRoute() as ipr:
+        index = _index(ipr, ifname)
+        present = [
+            m
+            for m in ipr.get_addr(family=socket.AF_INET6, index=index)
+            if m.get_attr("IFA_ADDRESS") == str(address.ip)
+        ]
+        if not present:
+            ipr.addr(
+                "add",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+                flags=IFA_F_NODAD,
+            )
+
+
+def remove_from_links(address: IPv6Address, keep: str = "lo") -> None:
+    """Take ``address`` off every interface but ``keep`` (leaving home)."""
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET6):
+            if msg.get_attr("IFA_ADDRESS") != str(address):
+                continue
+            name = ipr.get_links(msg["index"])[0].get_attr("IFLA_IFNAME")
+            if name != keep:
+                ipr.addr(
+                    "del", index=msg["index"], address=str(address), prefixlen=msg["prefixlen"]
+                )
+
+
+class AnycastMembership:
+    """Join the Home-Agents anycast address so that DHAAD requests reach us (RFC 6275 10.5)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+    def join(self, address: IPv6Address, ifname: str) -> None:
+        mreq = address.packed + struct.pack("@I", socket.if_nametoindex(ifname))
+        try:
+            self._sock.setsockopt(socket.IPPROTO_IPV6, IPV6_JOIN_ANYCAST, mreq)
+        except OSError as exc:
+            if exc.errno != 98:  # EADDRINUSE: already joined
+                raise
+
+    def close(self) -> None:
+        self._sock.close()

@@ -1,0 +1,118 @@
+"""Turn the validated configuration into the core's settings (plain values)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+
+from ..config import AgentConfig
+from ..core.auth import MobilityKey
+from ..core.home_agent import HomeAgentSettings, HomeLink
+from ..core.mobile_node import HomeAddressSpec, MobileNodeSettings
+
+
+class SettingsError(Exception):
+    """The configuration is valid but does not fit this host (e.g. a missing address)."""
+
+
+def key_lookup(config: AgentConfig) -> Callable[[str], MobilityKey | None]:
+    keys = config.keys
+
+    def lookup(nai: str) -> MobilityKey | None:
+        if keys is None or nai not in keys:
+            return None
+        spi, key = keys.for_nai(nai)
+        return MobilityKey(spi, key)
+
+    return lookup
+
+
+def home_agent_settings(
+    config: AgentConfig,
+    addresses: Callable[[str], list[IPv6Interface]],
+    enabled: bool = True,
+) -> HomeAgentSettings:
+    ha = config.home_agent
+    assert ha is not None
+    links = []
+    for ifname in ha.interfaces:
+        present = addresses(ifname)
+        prefixes = tuple(
+            p
+            for p in ha.home_prefixes
+            if any(a.ip in p for a in present) or len(ha.interfaces) == 1
+        )
+        if ha.address is not None and any(a.ip == ha.address for a in present):
+            own = ha.address
+        else:
+            own = next((a.ip for a in present if any(a.ip in p for p in prefixes)), None)
+        if own is None:
+            raise SettingsError(
+                f"home_agent.interfaces: {ifname} has no global address in "
+                f"{', '.join(map(str, ha.home_prefixes))}; give home_agent.address or add one"
+            )
+        links.append(HomeLink(ifname, own, prefixes))
+    return HomeAgentSettings(
+        links=tuple(links),
+        preference=ha.preference,
+        lifetime=int(ha.lifetime),
+        max_binding_lifetime=ha.max_binding_lifetime,
+        refresh_advice=ha.refresh_advice,
+        dad=ha.dad,
+        sequence_window=ha.sequence_window,
+        authentication=config.authentication == "required",
+        replay_window=ha.replay_window,
+        enabled=enabled,
+    )
+
+
+def mobile_node_settings(
+    config: AgentConfig,
+    addresses: Callable[[str], list[IPv6Interface]],
+    identifier: Callable[[str], int],
+) -> MobileNodeSettings:
+    mn = config.mobile_node
+    assert mn is not None
+    home: list[HomeAddressSpec] = []
+    mode = mn.home_address_mode
+    if mode == "static":
+        for entry in mn.home_addresses:
+            home.append(
+                HomeAddressSpec(
+                    entry.address.ip, entry.address.network, entry.interface, entry.home_agent
+                )
+            )
+    elif mode == "prefix":
+        assert mn.home_prefix is not None
+        ifname = mn.interfaces[0]
+        address = IPv6Address(int(mn.home_prefix.network_address) | identifier(ifname))
+        home.append(HomeAddressSpec(address, mn.home_prefix, ifname, None))
+    else:
+        for ifname in mn.interfaces:
+            found = addresses(ifname)
+            if found:
+                home.append(HomeAddressSpec(found[0].ip, found[0].network, ifname, None))
+                break
+        else:
+            raise SettingsError(
+                "mobile_node.autoconfigure: no global address on "
+                f"{', '.join(mn.interfaces)}; start the mobile node on its home link"
+            )
+    key = None
+    if config.authentication == "required" and mn.nai:
+        key = key_lookup(config)(mn.nai)
+    return MobileNodeSettings(
+        home=tuple(home),
+        interfaces=mn.interfaces,
+        nai=mn.nai,
+        key=key,
+        authentication=config.authentication == "required",
+        lifetime=mn.home_registration_lifetime,
+        initial_timeout_first=mn.initial_bindack_timeout,
+        max_timeout=mn.max_bindack_timeout,
+        foreign_addresses=tuple(f.address.ip for f in mn.foreign_addresses),
+    )
+
+
+def home_prefixes(settings: HomeAgentSettings) -> list[tuple[IPv6Network, str]]:
+    return [(prefix, link.interface) for link in settings.links for prefix in link.prefixes]

@@ -1,0 +1,169 @@
+"""RFC 2473 IPv6-in-IPv6 through ``ip6tnl`` devices, for kernels with CONFIG_IPV6_TUNNEL.
+
+UNTESTED ON A REAL KERNEL: the development machines have no ip6tnl (KERNEL.md). The
+messages follow net/ipv6/ip6_tunnel.c and are checked in unit tests; the kernel paths
+that were read to write this are named below.
+
+- One device per tunnel: ``<prefix>h<n>`` on a home agent (local HA, remote CoA, one per
+  CoA in use), ``<prefix>m<n>`` on a mobile node (local CoA, remote HA, one per HA).
+- Mode ip6ip6 (IFLA_IPTUN_PROTO 41), hop limit 64, flags IGN_ENCAP_LIMIT (no Tunnel
+  Encapsulation Limit destination option: plain next header 41 on the wire, like the seg6
+  backend) and MIP6_DEV (which the kernel no longer reads; it marks our devices).
+- The kernel decapsulates by itself: a packet from ``remote`` to ``local`` with next
+  header 41 is matched to the device (ip6_tnl_lookup) and the inner packet is received
+  on it, so no policy rules are needed for decapsulation.
+- ip6_tnl_netlink_parms() zeroes every parameter not in a message, so changes repeat
+  them all; a handover on the mobile node changes ``local`` and ``link`` in place.
+- ip6_tnl_xmit_ctl()/ip6_tnl_rcv_ctl() refuse a tentative local address: with DAD on, a
+  new CoA carries traffic only once DAD is over (or with optimistic DAD).
+- Creating the first ip6tnl device loads the module, which adds ``ip6tnl0`` to every
+  namespace; it is the kernel's, not ours, and stays.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address
+
+from .base import DataPlaneError
+from .common import HomeState, KernelBackend
+from .netlink import DEFAULT_ROUTE, RT_TABLE_MAIN, Ip6Tunnel, Route, host
+
+
+class Ip6tnlDataPlane(KernelBackend):
+    """The data plane built from ip6tnl devices and plain routes."""
+
+    name = "ip6tnl"
+
+    # --- devices ----------------------------------------------------------------------
+
+    def _tunnels(self, role: str) -> list[Ip6Tunnel]:
+        prefix = self.config.tunnel_prefix + role
+        return [
+            t
+            for t in self._nl.tunnels()
+            if t.name.startswith(prefix) and t.name[len(prefix) :].isdigit()
+        ]
+
+    def _free_name(self, role: str) -> str:
+        taken = {t.name for t in self._nl.tunnels()} | set(self._nl.link_names())
+        prefix = self.config.tunnel_prefix + role
+        n = 0
+        while f"{prefix}{n}" in taken:
+            n += 1
+        return f"{prefix}{n}"
+
+    def _drop_unused(self, role: str) -> None:
+        used = {r.oif for r in self._our_routes()}
+        for tunnel in self._tunnels(role):
+            if tunnel.index not in used:
+                self._nl.delete_link(tunnel.index, f"unused ip6tnl tunnel {tunnel.name}")
+
+    # --- home agent -------------------------------------------------------------------
+
+    def _ha_install(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
+    ) -> None:
+        tunnel = self._ha_tunnel(ha_addr, coa, home)
+        cfg = self.config
+        route = Route(host(hoa), RT_TABLE_MAIN, tunnel.index, cfg.proto, metric=cfg.metric)
+        self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
+        for stale in self._home_routes(hoa):
+            if stale.key != route.key:
+                self._nl.delete_route(stale, f"duplicate route for {hoa}")
+
+    def _ha_tunnel(self, ha_addr: IPv6Address, coa: IPv6Address, home: int) -> Ip6Tunnel:
+        for tunnel in self._tunnels("h"):
+            if (tunnel.local, tunnel.remote) == (ha_addr, coa):
+                wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, home, tunnel.index)
+                if wanted != tunnel:
+                    self._nl.change_tunnel(wanted, f"ip6tnl tunnel {tunnel.name} to {coa}")
+                return wanted
+        name = self._free_name("h")
+        self._nl.create_tunnel(
+            Ip6Tunnel(name, ha_addr, coa, home), f"ip6tnl tunnel {name} to {coa}"
+        )
+        return self._lookup(name)
+
+    def _lookup(self, name: str) -> Ip6Tunnel:
+        for tunnel in self._nl.tunnels():
+            if tunnel.name == name:
+                return tunnel
+        raise DataPlaneError("create", f"ip6tnl tunnel {name}", "device missing after creation")
+
+    def _ha_remove(self, hoa: IPv6Address) -> None:
+        for route in self._home_routes(hoa):
+            self._nl.delete_route(route, f"tunnel route for {hoa}")
+
+    def _ha_complete(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
+    ) -> bool:
+        tunnels = {t.index: t for t in self._tunnels("h")}
+        routes = self._home_routes(hoa)
+        if len(routes) != 1 or routes[0].oif not in tunnels:
+            return False
+        tunnel = tunnels[routes[0].oif]
+        wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, home, tunnel.index)
+        return tunnel == wanted and self._has_proxy(hoa, home)
+
+    def _ha_collect_garbage(self) -> None:
+        self._drop_unused("h")
+
+    def ha_bindings(self) -> dict[IPv6Address, IPv6Address]:
+        tunnels = {t.index: t for t in self._tunnels("h")}
+        return {
+            r.dst.network_address: tunnels[r.oif].remote
+            for r in self._our_routes()
+            if r.table == RT_TABLE_MAIN and r.dst.prefixlen == 128 and r.oif in tunnels
+        }
+
+    # --- mobile node ------------------------------------------------------------------
+
+    def _mn_install(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, index: int, table: int
+    ) -> None:
+        self._add_home_address(hoa)
+        target = None
+        # Every tunnel of this node moves to the new CoA and interface (one CoA per node).
+        for tunnel in self._tunnels("m"):
+            wanted = Ip6Tunnel(tunnel.name, coa, tunnel.remote, index, tunnel.index)
+            if wanted != tunnel:
+                self._nl.change_tunnel(wanted, f"ip6tnl tunnel {tunnel.name} to {coa}")
+            if tunnel.remote == ha_addr:
+                target = wanted
+        if target is None:
+            name = self._free_name("m")
+            self._nl.create_tunnel(
+                Ip6Tunnel(name, coa, ha_addr, index), f"ip6tnl tunnel {name} to {ha_addr}"
+            )
+            target = self._lookup(name)
+        reverse = Route(
+            DEFAULT_ROUTE, table, target.index, self.config.proto, metric=self.config.metric
+        )
+        self._nl.replace_route(reverse, f"reverse tunnel of {hoa} to {ha_addr}")
+        self._flush_table(table, f"stale reverse tunnel of {hoa}", keep=reverse)
+        self._install_mn_rule(hoa, table)
+        self._drop_unused("m")
+
+    def _mn_home_states(self) -> dict[IPv6Address, HomeState]:
+        tunnels = {t.index: t for t in self._tunnels("m")}
+        routes = self._our_routes()
+        addresses = self._home_addresses()
+        states = {}
+        for hoa, table in self._mn_tables().items():
+            reverse = [r for r in routes if r.table == table]
+            if len(reverse) == 1 and reverse[0].oif in tunnels:
+                tunnel = tunnels[reverse[0].oif]
+                # Same endpoints, but our flags, hop limit and state.
+                wanted = Ip6Tunnel(
+                    tunnel.name, tunnel.local, tunnel.remote, tunnel.link, tunnel.index
+                )
+                complete = hoa in addresses and reverse[0].dst == DEFAULT_ROUTE and tunnel == wanted
+                states[hoa] = HomeState(
+                    hoa, table, tunnel.local, tunnel.remote, tunnel.link, complete
+                )
+            else:
+                states[hoa] = HomeState(hoa, table, None, None, 0, False)
+        return states
+
+    def _mn_collect_garbage(self) -> None:
+        self._drop_unused("m")

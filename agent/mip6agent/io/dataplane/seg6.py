@@ -1,0 +1,253 @@
+"""RFC 2473 IPv6-in-IPv6 from seg6 lightweight tunnels, for kernels without ip6tnl.
+
+Encapsulation is ``encap seg6 mode encap.red`` with a single segment: the reduced mode
+leaves the Segment Routing Header out when one segment is enough, so the packet on the
+wire is a plain IPv6 header (next header 41) around the original packet. The outer
+source is the namespace-wide seg6 tunnel source, set over the SEG6 generic-netlink family.
+
+Decapsulation is a ``seg6local`` route (End.DX6 on the home agent: forward the inner
+packet; End.DT6 table local on the mobile node: deliver it) reached through a policy rule
+``to <own address> ipproto 41`` that must run before the ``local`` table, so the local
+table's rule moves from priority 0 to ``local_pref``. With ``strict_decap`` the seg6local
+routes are source-specific (``from <peer>``), so only the registered peer's packets are
+decapsulated; that needs CONFIG_IPV6_SUBTREES and falls back to any source without it.
+
+The tunnel source is per namespace, so this backend keeps one CoA per mobile node and one
+home agent address per home agent. KERNEL.md has the measurements behind each choice.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import replace
+from ipaddress import IPv6Address
+
+from .base import DataPlaneConfig, DataPlaneError
+from .common import UNSPECIFIED, HomeState, KernelBackend
+from .netlink import (
+    DEFAULT_ROUTE,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    SEG6_LOCAL_ACTION_END_DT6,
+    SEG6_LOCAL_ACTION_END_DX6,
+    Netlink,
+    Route,
+    Seg6Encap,
+    Seg6LocalEncap,
+    host,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Seg6DataPlane(KernelBackend):
+    """The data plane built from seg6 routes and policy rules (no tunnel devices)."""
+
+    name = "seg6"
+
+    def __init__(self, config: DataPlaneConfig | None = None, netlink: Netlink | None = None):
+        super().__init__(config, netlink)
+        self._strict = self.config.strict_decap
+
+    # --- building blocks --------------------------------------------------------------
+
+    def _encap(self, dst: IPv6Address | None, table: int, index: int, peer: IPv6Address) -> Route:
+        """``<dst> encap seg6 mode encap.red segs <peer> dev <index>``."""
+        cfg = self.config
+        target = host(dst) if dst is not None else DEFAULT_ROUTE
+        return Route(target, table, index, cfg.proto, metric=cfg.metric, encap=Seg6Encap((peer,)))
+
+    def _decap(self, own: IPv6Address, peer: IPv6Address, index: int, action: int) -> Route:
+        """``<own> [from <peer>] encap seg6local action End.DX6|End.DT6 ...`` in decap_table."""
+        cfg = self.config
+        if action == SEG6_LOCAL_ACTION_END_DX6:
+            encap = Seg6LocalEncap(action, nh6=UNSPECIFIED)  # nh6 :: = route the inner dst
+        else:
+            encap = Seg6LocalEncap(action, table=RT_TABLE_LOCAL)
+        src = host(peer) if self._strict else None
+        return Route(host(own), cfg.decap_table, index, cfg.proto, src, cfg.metric, encap)
+
+    def _install_decap(self, route: Route, what: str) -> Route:
+        try:
+            self._nl.replace_route(route, what)
+            return route
+        except DataPlaneError as exc:
+            # Without CONFIG_IPV6_SUBTREES the kernel refuses source-specific routes.
+            if route.src is None or exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            log.warning("%s; decapsulating from any source instead", exc)
+        self._strict = False
+        relaxed = replace(route, src=None)
+        self._nl.replace_route(relaxed, what)
+        return relaxed
+
+    def _decap_routes(self, action: int) -> list[Route]:
+        cfg = self.config
+        return [
+            r
+            for r in self._our_routes()
+            if r.table == cfg.decap_table
+            and isinstance(r.encap, Seg6LocalEncap)
+            and r.encap.action == action
+        ]
+
+    def _set_tunsrc(self, address: IPv6Address) -> None:
+        if self._nl.tunsrc() == address:
+            return
+        if not self._nl.set_tunsrc(address):
+            log.warning(
+                "cannot set the seg6 tunnel source (%s); the kernel picks outer sources",
+                self._nl.tunsrc_unavailable,
+            )
+
+    # --- home agent -------------------------------------------------------------------
+
+    def _ha_plumbing(self, home_ifname: str, ha_addr: IPv6Address) -> None:
+        """Tunnel source, the moved local rule, ``to <HA> ipproto 41 lookup decap_table``."""
+        cfg = self.config
+        self._set_tunsrc(ha_addr)
+        self._ensure_local_rule_moved()
+        wanted = self._decap_rule(cfg.ha_decap_pref, ha_addr)
+        self._nl.add_rule(wanted, f"decapsulation rule for {ha_addr}")
+        for rule in self._our_rules():
+            if rule.priority == cfg.ha_decap_pref and rule != wanted:
+                self._nl.delete_rule(rule, f"stale decapsulation rule for {rule.dst}")
+
+    def _ha_install(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
+    ) -> None:
+        # Decapsulation from the new CoA first, so the reverse tunnel works at once.
+        decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
+        self._install_decap(decap, f"decapsulation of {coa} -> {ha_addr}")
+        route = self._encap(hoa, RT_TABLE_MAIN, home, coa)
+        self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
+        for stale in self._home_routes(hoa):
+            if stale.key != route.key:
+                self._nl.delete_route(stale, f"duplicate route for {hoa}")
+
+    def _ha_remove(self, hoa: IPv6Address) -> None:
+        for route in self._home_routes(hoa):
+            self._nl.delete_route(route, f"tunnel route for {hoa}")
+
+    def _ha_complete(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
+    ) -> bool:
+        wanted = self._encap(hoa, RT_TABLE_MAIN, home, coa)
+        decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
+        return (
+            self._home_routes(hoa) == [wanted]
+            and decap in self._decap_routes(SEG6_LOCAL_ACTION_END_DX6)
+            and self._has_proxy(hoa, home)
+        )
+
+    def _ha_collect_garbage(self) -> None:
+        """Keep one End.DX6 route per CoA in use, to a current HA address."""
+        cfg = self.config
+        coas = set(self.ha_bindings().values())
+        own = {r.dst for r in self._our_rules() if r.priority == cfg.ha_decap_pref}
+        for route in self._decap_routes(SEG6_LOCAL_ACTION_END_DX6):
+            if self._strict:
+                keep = route.src is not None and route.src.network_address in coas
+            else:
+                keep = route.src is None and bool(coas)
+            if not keep or route.dst not in own:
+                self._nl.delete_route(route, f"unused decapsulation at {route.dst}")
+
+    def ha_bindings(self) -> dict[IPv6Address, IPv6Address]:
+        """HoA -> CoA for every tunnel route in the kernel now."""
+        return {
+            r.dst.network_address: r.encap.segments[0]
+            for r in self._our_routes()
+            if r.table == RT_TABLE_MAIN
+            and r.dst.prefixlen == 128
+            and isinstance(r.encap, Seg6Encap)
+            and len(r.encap.segments) == 1
+        }
+
+    # --- mobile node ------------------------------------------------------------------
+
+    def _mn_install(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, index: int, table: int
+    ) -> None:
+        cfg = self.config
+        others = [s for h, s in self._mn_home_states().items() if h != hoa]
+        peers = {ha_addr} | {s.ha for s in others if s.ha is not None}
+        # 1. Accept packets tunnelled to the new CoA before anything points at it.
+        self._ensure_local_rule_moved()
+        self._nl.add_rule(self._decap_rule(cfg.mn_decap_pref, coa), f"decapsulation at {coa}")
+        decaps = [
+            self._install_decap(
+                self._decap(coa, peer, index, SEG6_LOCAL_ACTION_END_DT6),
+                f"decapsulation of {peer} -> {coa}",
+            )
+            for peer in sorted(peers)
+        ]
+        # 2. Outer source, home address, reverse tunnel; replace switches in one step.
+        self._set_tunsrc(coa)
+        self._add_home_address(hoa)
+        reverse = self._encap(None, table, index, ha_addr)
+        self._nl.replace_route(reverse, f"reverse tunnel of {hoa} to {ha_addr}")
+        self._flush_table(table, f"stale reverse tunnel of {hoa}", keep=reverse)
+        self._install_mn_rule(hoa, table)
+        # 3. Other home addresses follow: the tunnel source is one per namespace.
+        for other in others:
+            if other.ha is not None and other.ifindex != index:
+                moved = self._encap(None, other.table, index, other.ha)
+                self._nl.replace_route(moved, f"reverse tunnel of {other.hoa} to {other.ha}")
+        # 4. Only now forget the old CoA.
+        wanted = {r.key for r in decaps}
+        for route in self._decap_routes(SEG6_LOCAL_ACTION_END_DT6):
+            if route.key not in wanted:
+                self._nl.delete_route(route, f"old decapsulation at {route.dst}")
+        for rule in self._our_rules():
+            if rule.priority == cfg.mn_decap_pref and rule.dst != host(coa):
+                self._nl.delete_rule(rule, f"old decapsulation rule for {rule.dst}")
+
+    def _mn_home_states(self) -> dict[IPv6Address, HomeState]:
+        cfg = self.config
+        routes = self._our_routes()
+        coas = [
+            r.dst.network_address
+            for r in self._our_rules()
+            if r.priority == cfg.mn_decap_pref and r.dst is not None
+        ]
+        tunsrc = self._nl.tunsrc()
+        coa = coas[0] if len(coas) == 1 else (tunsrc if tunsrc in coas else None)
+        decaps = self._decap_routes(SEG6_LOCAL_ACTION_END_DT6)
+        addresses = self._home_addresses()
+        plumbing = self._local_rule_moved() and tunsrc in (None, coa)
+        states = {}
+        for hoa, table in self._mn_tables().items():
+            reverse = [r for r in routes if r.table == table]
+            ha, ifindex, complete = None, 0, False
+            if len(reverse) == 1 and isinstance(reverse[0].encap, Seg6Encap):
+                route = reverse[0]
+                ha, ifindex = route.encap.segments[0], route.oif
+                complete = (
+                    coa is not None
+                    and route == self._encap(None, table, ifindex, ha)
+                    and self._decap(coa, ha, ifindex, SEG6_LOCAL_ACTION_END_DT6) in decaps
+                    and hoa in addresses
+                    and plumbing
+                )
+            states[hoa] = HomeState(hoa, table, coa, ha, ifindex, complete)
+        return states
+
+    def _mn_collect_garbage(self) -> None:
+        cfg = self.config
+        states = self._mn_home_states()
+        peers = {s.ha for s in states.values() if s.ha is not None}
+        for route in self._decap_routes(SEG6_LOCAL_ACTION_END_DT6):
+            peer = route.src.network_address if route.src is not None else None
+            if not states or (peer is not None and peer not in peers):
+                self._nl.delete_route(route, f"unused decapsulation at {route.dst}")
+        if states:
+            return
+        decap_rules = [r for r in self._our_rules() if r.priority == cfg.mn_decap_pref]
+        for rule in decap_rules:
+            self._nl.delete_rule(rule, f"decapsulation rule for {rule.dst}")
+        if self._nl.tunsrc() in {r.dst.network_address for r in decap_rules if r.dst}:
+            self._nl.set_tunsrc(UNSPECIFIED)
+        if not any(r.priority == cfg.ha_decap_pref for r in self._our_rules()):
+            self._restore_local_rule()
