@@ -147,12 +147,13 @@ class MobileNode:
         return out + self._evaluate(now)
 
     def addresses_changed(self, interface: str, addresses: list[IPv6Interface], now: float) -> list:
-        """The global unicast addresses now on ``interface`` (home addresses excluded)."""
+        """The global unicast addresses now on ``interface``.
+
+        A home address among them (back on the home link) counts: it puts us at home.
+        """
         if interface not in self.settings.interfaces:
             return []
-        self._addresses[interface] = [
-            a for a in addresses if a.ip not in self.entries and not a.ip.is_link_local
-        ]
+        self._addresses[interface] = [a for a in addresses if not a.ip.is_link_local]
         return self._evaluate(now)
 
     def _location(self) -> tuple[str, IPv6Address, IPv6Network] | None:

@@ -71,9 +71,6 @@ class MovementWatcher:
         self.names = names
         self.loop = loop
         self.callback = callback
-        self._events = IPRoute()
-        self._events.bind(groups=RTMGRP_LINK | RTMGRP_IPV6_IFADDR)
-        self._query = IPRoute()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mip6-netlink", daemon=True)
 
@@ -81,27 +78,34 @@ class MovementWatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        # pyroute2 0.9's IPRoute refuses to run inside a running asyncio loop, so every
-        # netlink call, the first dump included, happens on this thread.
-        self.loop.call_soon_threadsafe(self.callback, read_state(self._query, self.names))
-        fd = self._events.fileno()
+        # pyroute2 0.9's IPRoute refuses to be made or used inside a running asyncio loop,
+        # so the sockets live on this thread, and every netlink call happens here.
+        events, query = IPRoute(), IPRoute()
+        events.bind(groups=RTMGRP_LINK | RTMGRP_IPV6_IFADDR)
+        try:
+            self._watch(events, query)
+        finally:
+            events.close()
+            query.close()
+
+    def _watch(self, events: IPRoute, query: IPRoute) -> None:
+        self.loop.call_soon_threadsafe(self.callback, read_state(query, self.names))
+        fd = events.fileno()
         while not self._stop.is_set():
             # Poll with a timeout so that close() is noticed within half a second.
             ready, _, _ = select.select([fd], [], [], 0.5)
             if not ready:
                 continue
             try:
-                messages = self._events.get()
+                messages = events.get()
             except OSError:
                 return
             if self._stop.is_set():
                 return
             if messages:
-                state = read_state(self._query, self.names)
+                state = read_state(query, self.names)
                 self.loop.call_soon_threadsafe(self.callback, state)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        self._events.close()
-        self._query.close()
