@@ -38,6 +38,8 @@ from .settings import SettingsError, home_agent_settings, key_lookup, mobile_nod
 
 log = logging.getLogger("mip6agent")
 TABLES = {"ha": "binding_cache", "mn": "binding_update_list"}
+ROLE_NAMES = {"ha": "home agent", "mn": "mobile node", "cn": "correspondent node"}
+ONE_ROLE = "the home agent and mobile node functions cannot be active on one host"
 
 
 class AgentError(Exception):
@@ -373,10 +375,7 @@ class Agent:
 
     async def _cmd_enable_ha(self, preference: int | None = None) -> dict:
         if self.config.role != "ha":
-            raise ControlError(
-                f"this host is a {self.config.role}: the home agent and mobile node functions "
-                "cannot be active on one host"
-            )
+            raise ControlError(f"this host is a {ROLE_NAMES[self.config.role]}: {ONE_ROLE}")
         self.ha_enabled = True
         if preference is not None:
             return await self._change(
@@ -395,9 +394,7 @@ class Agent:
 
     def _require_mn(self) -> None:
         if self.config.role != "mn":
-            raise ControlError(
-                f"this host is a {self.config.role}: home addresses belong to a mobile node"
-            )
+            raise ControlError(f"this host is a {ROLE_NAMES[self.config.role]}: {ONE_ROLE}")
 
     async def _cmd_set_home_address(
         self, address: str, interface: str, home_agent: str | None = None

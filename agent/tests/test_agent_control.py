@@ -1,0 +1,198 @@
+"""mip6config, mip6stat and the control API against live agents; start-up refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from agents import AgentProcess, wait_until
+from netns import namespaces
+from test_agent_integration import HOA, binding_coa, bul_state, ha_config, mn_config
+from topology import Topology
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+def cli(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"mip6agent.cli.{tool}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_operator_tools_against_a_registered_pair(tmp_path: Path) -> None:
+    with (
+        Topology(mn_link="foreign1") as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
+        AgentProcess(
+            topo.ns["mn"], tmp_path / "mn", mn_config(tmp_path / "mn", home_registration_lifetime=8)
+        ) as mn,
+    ):
+        wait_until(lambda: binding_coa(ha) == str(topo.coa), what="registration")
+        sock = ["-S", ha.socket]
+        assert stat.S_IMODE(os.stat(ha.socket).st_mode) == 0o600
+
+        # mip6stat: table, JSON and the seed's key:value ... ENDOFDATA form
+        table = cli("mip6stat", *sock, "-b")
+        assert table.returncode == 0 and str(HOA) in table.stdout and str(topo.coa) in table.stdout
+        data = json.loads(cli("mip6stat", *sock, "--json").stdout)
+        assert data["bindings"][0]["home_address"] == str(HOA)
+        assert data["counters"]["mh_in.bu"] >= 1
+        keyvalue = cli("mip6stat", *sock, "-k", "-b").stdout.splitlines()
+        assert keyvalue[0] == "list:bindings" and keyvalue[-1] == "ENDOFDATA"
+        assert f"home_address:{HOA}" in keyvalue
+        mn_view = json.loads(cli("mip6stat", "-S", mn.socket, "--json").stdout)
+        assert mn_view["bul"][0]["state"] == "registered"
+        assert mn_view["home-addresses"][0]["home_address"] == str(HOA)
+
+        # -c clears counters, and only counters
+        assert cli("mip6stat", *sock, "-c").returncode == 0
+        after = json.loads(cli("mip6stat", *sock, "--json", "-s", "-b").stdout)
+        assert not any(k.startswith("mh_in") for k in after["counters"])
+        assert after["bindings"], "clearing counters kept the bindings"
+
+        # mip6config: -g -y changes the preference without dropping bindings
+        assert cli("mip6config", *sock, "-g", "-y", "20").returncode == 0
+        shown = json.loads(cli("mip6config", *sock, "-n").stdout)
+        assert shown["home_agent"]["preference"] == 20
+        assert binding_coa(ha) == str(topo.coa)
+        assert cli("mip6config", *sock, "-d", "1").returncode == 0
+        assert ha.call("status")["debug"] is True
+
+        # HA and MN on one host are refused, with the seed's reason
+        refused = cli("mip6config", *sock, "-H", f"{HOA}/64@eth0%2001:db8:1::1")
+        assert refused.returncode == 1 and "cannot be active on one host" in refused.stderr
+
+        # a seed file with a bad line: exit 2, the line number, nothing sent
+        seed = tmp_path / "mip6.conf"
+        seed.write_text("# comment\nenable_ha\nbogus line\n")
+        bad = cli("mip6config", *sock, "-f", str(seed))
+        assert bad.returncode == 2 and ":3" in bad.stderr and "Traceback" not in bad.stderr
+
+        # unimplemented KAME flags are rejected by name
+        rejected = cli("mip6config", *sock, "-r", "1")
+        assert rejected.returncode == 2 and "route optimisation" in rejected.stderr
+
+        # -x stops the home agent: bindings go, and a new BU is refused with 131
+        assert cli("mip6config", *sock, "-x").returncode == 0
+        wait_until(lambda: binding_coa(ha) is None, what="bindings cleared by -x")
+        wait_until(
+            lambda: ha.call("counters").get("ba_out.131_home_registration_not_supported", 0) >= 1,
+            deadline=20,
+            what="a refresh refused with 131",
+        )
+        assert cli("mip6config", *sock, "-g").returncode == 0
+        assert ha.call("status")["enabled"] is True
+
+        # the MN: lifetimes and foreign addresses through the schema
+        msock = ["-S", mn.socket]
+        assert cli("mip6config", *msock, "-l", "600", "-b", "200").returncode == 0
+        config = json.loads(cli("mip6config", *msock, "-n").stdout)["mobile_node"]
+        assert config["home_registration_lifetime"] == 600 and config["bu_lifetime"] == 200
+        wrong = cli("mip6config", *msock, "-l", "-5")
+        assert wrong.returncode == 1 and "home_registration_lifetime" in wrong.stderr
+
+
+def test_sighup_reload_keeps_bindings_and_applies_changes(tmp_path: Path) -> None:
+    with (
+        Topology(mn_link="foreign1") as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
+        AgentProcess(topo.ns["mn"], tmp_path / "mn", mn_config(tmp_path / "mn")) as mn,
+    ):
+        wait_until(lambda: bul_state(mn) == "registered", what="registration")
+        pid = ha.call("status")["pid"]
+        ha.config["home_agent"]["max_binding_lifetime"] = 120
+        ha.write_config()
+        os.kill(pid, signal.SIGHUP)
+        wait_until(
+            lambda: ha.call("show-config")["home_agent"]["max_binding_lifetime"] == 120,
+            what="reloaded configuration",
+        )
+        assert ha.call("status")["pid"] == pid, "reload, not restart"
+        assert binding_coa(ha) == str(topo.coa), "bindings survive the reload"
+        # a broken file is refused and the running configuration stays
+        ha.path.write_text("role: ha\nhome_agent: {interfaces: []}\n")
+        os.kill(pid, signal.SIGHUP)
+        wait_until(lambda: "reload refused" in ha.log.read_text(), what="refusal logged")
+        assert ha.call("show-config")["home_agent"]["max_binding_lifetime"] == 120
+        assert ha.proc is not None and ha.proc.poll() is None
+
+
+def test_invalid_configuration_exits_2_without_touching_the_host(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.yml"
+    bad.write_text(
+        yaml.safe_dump({"role": "ha", "home_agent": {"interfaces": ["eth0"]}, "bogus": 1})
+    )
+    with namespaces("ha") as ns:
+        result = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns["ha"],
+                sys.executable,
+                "-m",
+                "mip6agent.cli.mipagent_missing",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode != 0
+        result = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns["ha"],
+                sys.executable,
+                "-m",
+                "mip6agent.cli.mip6agent",
+                "--config",
+                str(bad),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert "bogus" in result.stderr and "home_agent.home_prefixes" in result.stderr
+        assert "Traceback" not in result.stderr
+        tables = subprocess.run(
+            ["ip", "netns", "exec", ns["ha"], "nft", "list", "tables"],
+            capture_output=True,
+            text=True,
+        )
+        assert "mip6agent" not in tables.stdout
+        routes = subprocess.run(
+            ["ip", "-n", ns["ha"], "-6", "rule", "show"], capture_output=True, text=True
+        ).stdout
+        assert "lookup 100" not in routes
+
+
+def test_home_agent_and_mobile_node_on_one_host_refused(tmp_path: Path) -> None:
+    config = ha_config(tmp_path)
+    config["mobile_node"] = mn_config(tmp_path)["mobile_node"]
+    path = tmp_path / "agent.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = cli("mip6agent", "--config", str(path), "--check")
+    assert result.returncode == 2
+    assert "one host" in result.stderr
+
+
+def test_unauthenticated_mode_warns_at_start(tmp_path: Path) -> None:
+    with Topology(mn_link="foreign1") as topo:
+        config = ha_config(tmp_path / "ha", dad=False)
+        config["authentication"] = "disabled"
+        del config["keys_file"]
+        with AgentProcess(topo.ns["ha"], tmp_path / "ha", config) as ha:
+            assert ha.call("status")["role"] == "ha"
+        assert "WARNING" in ha.log.read_text() and "authentication" in ha.log.read_text()
