@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-E", dest="remove_foreign", metavar="ADDR/PLEN@IF", help="remove a default foreign address"
     )
+    p.add_argument(
+        "-t",
+        dest="tunnel",
+        choices=("0", "1"),
+        help="tunnel MN->CN traffic through the HA: always on (1); 0 needs route optimisation",
+    )
     p.add_argument("-x", dest="stop", action="store_true", help="stop the HA or MN function")
     p.add_argument("-n", dest="show", action="store_true", help="show the running configuration")
     return p
@@ -80,6 +86,11 @@ def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, di
             raise ValueError(f"{name} is not supported: {REJECTED[name]}")
         raise ValueError(f"unknown option {flag}")
     out: list[tuple[str, dict]] = []
+    if args.tunnel == "0":
+        raise ValueError(
+            "-t 0 is not supported: without route optimisation (route optimisation issue) "
+            "the mobile node always reverse-tunnels through its home agent"
+        )
     if args.preference is not None and not args.enable_ha:
         raise ValueError("-y sets the home agent preference and needs -g")
     if args.file:
@@ -139,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"mip6config: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not todo and args.tunnel == "1":
+        return EXIT_OK  # reverse tunnelling is what the mobile node does anyway
     if not todo:
         parser.print_usage(sys.stderr)
         print("mip6config: nothing to do; see mip6config --help", file=sys.stderr)
