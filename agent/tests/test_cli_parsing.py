@@ -1,0 +1,80 @@
+"""mip6config's flags become the right control requests, or a clear usage error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mip6agent.cli import mip6config
+from mip6agent.config import ConfigError
+from mip6agent.control import protocol
+
+
+def requests(*argv: str) -> list[tuple[str, dict]]:
+    args, unknown = mip6config.build_parser().parse_known_args(list(argv))
+    return mip6config.requests(args, unknown)
+
+
+def test_flags_map_to_commands_in_order() -> None:
+    got = requests("-g", "-y", "7", "-d", "1", "-n")
+    assert got == [("enable-ha", {"preference": 7}), ("debug", {"on": True}), ("show-config", {})]
+    got = requests("-H", "2001:db8:1::100/64@eth0%2001:db8:1::1", "-l", "600", "-b", "200")
+    assert got[0] == (
+        "set-home-address",
+        {"address": "2001:db8:1::100/64", "interface": "eth0", "home_agent": "2001:db8:1::1"},
+    )
+    assert got[1] == ("set-lifetimes", {"bu_lifetime": 200, "home_registration_lifetime": 600})
+    assert requests("-P", "2001:db8:1::/64") == [("set-home-prefix", {"prefix": "2001:db8:1::/64"})]
+    assert requests("-a", "-x") == [("autoconfigure", {}), ("disable", {})]
+    assert requests("-F", "2001:db8:2::5/64@wlan0")[0][0] == "add-foreign-address"
+    for command, _ in requests(
+        "-g", "-F", "2001:db8:2::5/64@wlan0", "-E", "2001:db8:2::5/64@wlan0"
+    ):
+        assert command in protocol.COMMANDS
+
+
+@pytest.mark.parametrize("flag", sorted(mip6config.REJECTED))
+def test_unimplemented_seed_flags_are_rejected_with_a_reason(flag: str) -> None:
+    with pytest.raises(ValueError, match=f"{flag} is not supported: .+"):
+        requests(flag, "1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["-y", "3"], "needs -g"),
+        (["-P", "2001:db8:1::1/64"], "host bits"),
+        (["-t", "0"], "route optimisation"),
+        (["-Z"], "unknown option"),
+    ],
+)
+def test_bad_usage_is_explained(argv: list[str], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        requests(*argv)
+
+
+def test_bad_home_address_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match="-H"):
+        requests("-H", "2001:db8:1::100")
+
+
+def test_seed_file_becomes_a_merged_configuration(tmp_path: Path) -> None:
+    seed = tmp_path / "mip6.conf"
+    seed.write_text("# the seed's sample\nhomeaddr 2001:db8:1::100/64@eth0%2001:db8:1::1\n")
+    [(command, args)] = requests("-f", str(seed))
+    assert command == "set-config" and args["merge"] is True
+    assert args["config"]["role"] == "mn"
+    entry = args["config"]["mobile_node"]["home_addresses"][0]
+    assert entry["address"] == "2001:db8:1::100/64" and entry["home_agent"] == "2001:db8:1::1"
+
+
+def test_missing_seed_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="No such file"):
+        requests("-f", str(tmp_path / "missing.conf"))
+
+
+def test_main_reports_usage_errors_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mip6config.main(["-u", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "site-local" in err and "Traceback" not in err
+    assert mip6config.main([]) == 2
