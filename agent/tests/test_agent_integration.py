@@ -84,6 +84,8 @@ def test_register_move_survive_ha_restart_and_return_home(tmp_path: Path) -> Non
             assert topo.ping("mn", CN_ADDRESS, source=HOA, deadline=10), "MN -> CN from the HoA"
             counters = ha.call("counters")
             assert counters["mh_in.bu"] >= 1 and counters["ba_out.0_accepted"] >= 1
+            assert counters["tunnelled_in"] >= 1, "reverse-tunnelled packets counted at the HA"
+            assert counters["param_problem_dropped.hao"] >= 1, "the stack's error was silenced"
 
             # 2. move to foreign2: the binding follows and traffic resumes
             topo.move("mn", "foreign2")

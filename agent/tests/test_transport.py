@@ -579,10 +579,10 @@ def test_nft_rules_suppress_only_the_stacks_parameter_problems(lab: Lab) -> None
         assert _tables(lab.ha.ns).count("mip6agent") == 1
         assert _exchange_hao_and_rh2(lab) == ([], [])
         with inside(lab.ha.ns):
-            assert nft.counters() == {"hao": 1, "rh2": 0}
+            assert nft.counters() == {"hao": 1, "rh2": 0, "tunnelled_in": 0}
             assert nft.is_installed()
         with inside(lab.mn.ns):
-            assert nft.counters() == {"hao": 0, "rh2": 1}
+            assert nft.counters() == {"hao": 0, "rh2": 1, "tunnelled_in": 0}
         # Other Parameter Problems still leave: an unknown next header (code 1).
         drain(lab.mn)
         with capture(lab.mn) as at_mn:
@@ -607,7 +607,7 @@ def test_nft_context_manager_and_errors(lab: Lab) -> None:
     with inside(lab.ha.ns):
         with nft.ParameterProblemSuppression() as rules:
             assert nft.is_installed()
-            assert rules.counters() == {"hao": 0, "rh2": 0}
+            assert rules.counters() == {"hao": 0, "rh2": 0, "tunnelled_in": 0}
         assert not nft.is_installed()
         with pytest.raises(nft.NftError, match="not found"):
             nft.install(nft="/nonexistent/nft")
@@ -621,7 +621,7 @@ def test_ruleset_document_shape() -> None:
     doc = nft.ruleset()["nftables"]
     assert [next(iter(cmd)) for cmd in doc[:3]] == ["add", "delete", "add"]
     rules = [cmd["add"]["rule"] for cmd in doc if "rule" in cmd.get("add", {})]
-    assert [rule["comment"] for rule in rules] == ["hao", "rh2"]
+    assert [rule["comment"] for rule in rules] == ["hao", "rh2", "tunnelled_in"]
     quoted = rules[0]["expr"][4]["match"]
     assert quoted["left"]["payload"] == {"base": "th", "offset": 432, "len": 8}
     assert quoted["right"] == 0xC9

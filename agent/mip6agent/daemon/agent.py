@@ -500,6 +500,12 @@ class Agent:
             counters.update(
                 {f"transport.{k}": v for k, v in self.transport.counters.as_dict().items()}
             )
+        with contextlib.suppress(nft.NftError):
+            for name, value in (await self.kernel(nft.counters)).items():
+                key = (
+                    "tunnelled_in" if name == nft.TUNNELLED_IN else f"param_problem_dropped.{name}"
+                )
+                counters[key] = value
         return counters
 
     async def _cmd_clear_counters(self) -> dict:

@@ -27,6 +27,7 @@ from typing import Any
 from ..wire.constants import (
     DSTOPT_HOME_ADDRESS,
     IPPROTO_DSTOPTS,
+    IPPROTO_IPV6,
     IPPROTO_ROUTING,
     ROUTING_TYPE_2,
 )
@@ -34,6 +35,8 @@ from ..wire.constants import (
 FAMILY = "inet"
 TABLE = "mip6agent"
 CHAIN = "output"
+TUNNEL_CHAIN = "prerouting"
+TUNNELLED_IN = "tunnelled_in"
 _ICMPV6_ERROR_HEADER = 8  # type, code, checksum, pointer: the invoking packet follows
 _NEXT_HEADER_OFFSET = 6  # in the quoted IPv6 header
 _TIMEOUT = 10.0
@@ -119,6 +122,32 @@ def ruleset(
         {"add": {"chain": chain}},
     ]
     commands += [{"add": _rule(table, error)} for error in suppressed]
+    # Count IPv6-in-IPv6 arriving: at a home agent, the mobile nodes' reverse-tunnelled
+    # packets (mip6stat's counter); at a mobile node, what its home agent tunnelled to it.
+    # Prerouting sees them before seg6local or ip6tnl decapsulates.
+    commands.append({"add": {"chain": {**chain, "name": TUNNEL_CHAIN, "hook": "prerouting"}}})
+    commands.append(
+        {
+            "add": {
+                "rule": {
+                    "family": FAMILY,
+                    "table": table,
+                    "chain": TUNNEL_CHAIN,
+                    "comment": TUNNELLED_IN,
+                    "expr": [
+                        {
+                            "match": {
+                                "op": "==",
+                                "left": {"meta": {"key": "l4proto"}},
+                                "right": IPPROTO_IPV6,
+                            }
+                        },
+                        {"counter": None},
+                    ],
+                }
+            }
+        }
+    )
     return {"nftables": commands}
 
 
@@ -180,7 +209,10 @@ def is_installed(table: str = TABLE, *, nft: str | None = None) -> bool:
 
 
 def counters(table: str = TABLE, *, nft: str | None = None) -> dict[str, int]:
-    """Packets dropped so far, per rule name ({} when the table is not installed)."""
+    """Packets counted so far, per rule name ({} when the table is not installed).
+
+    ``hao``/``rh2``: Parameter Problems dropped; ``tunnelled_in``: IPv6-in-IPv6 received.
+    """
     if not is_installed(table, nft=nft):
         return {}
     result: dict[str, int] = {}
