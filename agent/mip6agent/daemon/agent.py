@@ -111,6 +111,11 @@ class Agent:
             settings = await self.kernel(
                 mobile_node_settings, self.config, kernel.addresses, kernel.interface_identifier
             )
+            for ifname in settings.interfaces:
+                try:
+                    await self.kernel(kernel.enable_optimistic_dad, ifname)
+                except OSError as exc:
+                    log.warning("optimistic DAD not enabled on %s: %s", ifname, exc)
             return MobileNode(settings, int.from_bytes(os.urandom(2), "big"))
         return Correspondent()
 

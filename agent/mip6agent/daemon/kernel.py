@@ -75,6 +75,13 @@ def remove_from_links(address: IPv6Address, keep: str = "lo") -> None:
                 )
 
 
+def enable_optimistic_dad(ifname: str) -> None:
+    """RFC 4429 on a mobile node's interface: a new care-of address is usable at once."""
+    for name in ("optimistic_dad", "use_optimistic"):
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/{name}", "w") as handle:
+            handle.write("1")
+
+
 class AnycastMembership:
     """Join the Home-Agents anycast address so that DHAAD requests reach us (RFC 6275 10.5)."""
 
