@@ -92,6 +92,10 @@ class KernelBackend:
     def ha_bindings(self) -> dict[IPv6Address, IPv6Address]:
         raise NotImplementedError
 
+    def _ha_links(self) -> dict[IPv6Address, int]:
+        """HoA -> index of the home interface its binding uses."""
+        raise NotImplementedError
+
     def _mn_home_states(self) -> dict[IPv6Address, HomeState]:
         raise NotImplementedError
 
@@ -144,19 +148,25 @@ class KernelBackend:
     def ha_reconcile(
         self, wanted: Mapping[IPv6Address, IPv6Address], ha_addr: IPv6Address, home_ifname: str
     ) -> ReconcileReport:
-        """Make the kernel hold exactly ``wanted`` (HoA -> CoA), keeping what matches."""
+        """Make this home link hold exactly ``wanted`` (HoA -> CoA), keeping what matches.
+
+        Only bindings on ``home_ifname`` are candidates for removal, so an agent with several
+        home links reconciles each one on its own.
+        """
         self.ha_setup(home_ifname, ha_addr)
         home = self._nl.ifindex(home_ifname)
         report = _ReportBuilder()
-        present = self.ha_bindings()
-        proxied = {e.address for e in self._our_proxies()}
+        links = self._ha_links()
+        present = {h: c for h, c in self.ha_bindings().items() if links.get(h) == home}
+        proxied = {e.address for e in self._our_proxies() if e.ifindex == home}
         for hoa in sorted((set(present) | proxied) - set(wanted)):
             self.ha_unbind(hoa)
             report.removed.append(hoa)
+        everywhere = self.ha_bindings()
         for hoa, coa in sorted(wanted.items()):
-            if hoa not in present:
+            if hoa not in everywhere:
                 report.added.append(hoa)
-            elif present[hoa] == coa and self._ha_complete(hoa, coa, ha_addr, home):
+            elif present.get(hoa) == coa and self._ha_complete(hoa, coa, ha_addr, home):
                 report.adopted.append(hoa)
                 continue
             else:

@@ -116,6 +116,14 @@ class Ip6tnlDataPlane(KernelBackend):
             if r.table == RT_TABLE_MAIN and r.dst.prefixlen == 128 and r.oif in tunnels
         }
 
+    def _ha_links(self) -> dict[IPv6Address, int]:
+        tunnels = {t.index: t for t in self._tunnels("h")}
+        return {
+            r.dst.network_address: tunnels[r.oif].link
+            for r in self._our_routes()
+            if r.table == RT_TABLE_MAIN and r.dst.prefixlen == 128 and r.oif in tunnels
+        }
+
     # --- mobile node ------------------------------------------------------------------
 
     def _mn_install(

@@ -169,9 +169,6 @@ class Ip6Tunnel:
     hop_limit: int = 64
     up: bool = True
 
-    def same_endpoints(self, other: Ip6Tunnel) -> bool:
-        return (self.local, self.remote, self.link) == (other.local, other.remote, other.link)
-
 
 # --- message builders ------------------------------------------------------------------
 
@@ -456,6 +453,8 @@ class Netlink:
 
     Netlink sockets stay bound to the namespace they were opened in; sysctl writes go to
     the caller's current namespace, so :meth:`sysctl` refuses to run anywhere else.
+    Blocking: use it from one thread, outside a running asyncio loop (pyroute2 0.9's
+    IPRoute runs its own loop).
     """
 
     def __init__(self) -> None:
@@ -524,12 +523,6 @@ class Netlink:
         except OSError as exc:
             raise kernel_error("look up", f"interface {ifname!r}", exc) from None
         return int(replies[0]["index"])
-
-    def ifname(self, index: int) -> str:
-        for msg in self._links():
-            if msg["index"] == index:
-                return str(msg.get_attr("IFLA_IFNAME"))
-        return f"if{index}"
 
     def link_names(self) -> list[str]:
         return [str(m.get_attr("IFLA_IFNAME")) for m in self._links()]

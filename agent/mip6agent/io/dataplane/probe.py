@@ -268,7 +268,10 @@ def _probe_xfrm(proto: int) -> str:
         flags = NLM_F_REQUEST | NLM_F_ACK
         try:
             sock.nlm_request(add, XFRM_MSG_NEWSA, flags | NLM_F_CREATE | NLM_F_EXCL)
-        except (NetlinkError, OSError) as exc:
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:  # left by an interrupted probe: the type exists
+                raise kernel_error("add", what, exc) from None
+        except OSError as exc:
             raise kernel_error("add", what, exc) from None
         try:
             sock.nlm_request(delete, XFRM_MSG_DELSA, flags)

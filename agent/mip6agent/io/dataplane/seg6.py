@@ -104,8 +104,23 @@ class Seg6DataPlane(KernelBackend):
     # --- home agent -------------------------------------------------------------------
 
     def _ha_plumbing(self, home_ifname: str, ha_addr: IPv6Address) -> None:
-        """Tunnel source, the moved local rule, ``to <HA> ipproto 41 lookup decap_table``."""
+        """Tunnel source, the moved local rule, ``to <HA> ipproto 41 lookup decap_table``.
+
+        One home agent address per namespace (the tunnel source is per namespace): a new
+        address takes over, and bindings made for the old one stop working.
+        """
         cfg = self.config
+        others = {
+            r.dst.network_address
+            for r in self._our_rules()
+            if r.priority == cfg.ha_decap_pref and r.dst is not None
+        } - {ha_addr}
+        if others and self.ha_bindings():
+            log.warning(
+                "seg6 data plane: home agent address %s replaces %s, whose bindings stop working",
+                ha_addr,
+                ", ".join(map(str, sorted(others))),
+            )
         self._set_tunsrc(ha_addr)
         self._ensure_local_rule_moved()
         wanted = self._decap_rule(cfg.ha_decap_pref, ha_addr)
@@ -163,6 +178,15 @@ class Seg6DataPlane(KernelBackend):
             and r.dst.prefixlen == 128
             and isinstance(r.encap, Seg6Encap)
             and len(r.encap.segments) == 1
+        }
+
+    def _ha_links(self) -> dict[IPv6Address, int]:
+        return {
+            r.dst.network_address: r.oif
+            for r in self._our_routes()
+            if r.table == RT_TABLE_MAIN
+            and r.dst.prefixlen == 128
+            and isinstance(r.encap, Seg6Encap)
         }
 
     # --- mobile node ------------------------------------------------------------------

@@ -1,0 +1,761 @@
+"""The data plane on a real kernel: probing, tunnels on the wire, handover, reconciliation.
+
+The seg6 backend runs in the standard topology (tests/topology.py) and real ICMPv6 echo
+goes through it; captures on the router check the packets are plain IPv6-in-IPv6.
+The ip6tnl backend cannot run here (no CONFIG_IPV6_TUNNEL): a fake kernel records what it
+would send, the messages are checked byte by byte, and on this kernel it must fail cleanly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mip6agent.io.dataplane import (
+    RTPROT_MIP6,
+    BackendUnavailableError,
+    Capabilities,
+    DataPlaneConfig,
+    DataPlaneError,
+    Ip6tnlDataPlane,
+    Seg6DataPlane,
+    probe,
+    select_backend,
+)
+from mip6agent.io.dataplane.netlink import (
+    IP6_TNL_F_IGN_ENCAP_LIMIT,
+    IP6_TNL_F_MIP6_DEV,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    Address,
+    Ip6Tunnel,
+    Netlink,
+    ProxyEntry,
+    Route,
+    Rule,
+    tunnel_message,
+)
+from topology import CN_ADDRESS, HA_ADDRESS, Frame, IPv6Header, Topology, make_topology
+from tshark import tshark_json, write_pcap
+
+__all__ = ["make_topology"]  # the fixture, imported for pytest
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+HOME = "eth0"
+LINKTYPE_ETHERNET = 1
+OTHER_HOA = IPv6Address("2001:db8:1::200")
+OTHER_COA = IPv6Address("2001:db8:3::200")
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def backends(topo: Topology) -> tuple[Any, Any]:
+    """seg6 backends built inside the HA and MN namespaces (closed with the topology)."""
+    return topo.in_node("ha", Seg6DataPlane), topo.in_node("mn", Seg6DataPlane)
+
+
+def register(topo: Topology, ha: Any, mn: Any) -> None:
+    """What a home registration does to the data plane, at the MN's current CoA."""
+    ha.ha_setup(HOME, HA_ADDRESS)
+    ha.ha_bind(topo.hoa, topo.coa, HA_ADDRESS, HOME)
+    mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, HOME)
+
+
+class KernelView:
+    """Our objects in one node's kernel, read over netlink."""
+
+    def __init__(self, topo: Topology, node: str) -> None:
+        with topo.inside(node):
+            nl = Netlink()
+            try:
+                self.routes = [r for r in nl.routes() if r.proto == RTPROT_MIP6]
+                self.all_rules = nl.rules()
+                self.proxies = nl.proxies()
+                lo = nl.ifindex("lo")
+                self.lo = [a.address for a in nl.addresses() if a.ifindex == lo]
+                self.tunsrc = nl.tunsrc()
+            finally:
+                nl.close()
+        self.rules = [r for r in self.all_rules if r.proto == RTPROT_MIP6]
+
+    def routes_to(self, address: IPv6Address) -> list[Route]:
+        return [r for r in self.routes if r.dst.network_address == address]
+
+    def local_rules(self) -> list[Rule]:
+        return [r for r in self.all_rules if r.table == RT_TABLE_LOCAL]
+
+
+def tunnelled(packets: list[tuple[Frame, IPv6Header]]) -> list[tuple[IPv6Header, IPv6Header]]:
+    pairs = []
+    for _frame, outer in packets:
+        inner = outer.inner()
+        if inner is not None:
+            pairs.append((outer, inner))
+    return pairs
+
+
+def icmp_type(header: IPv6Header) -> int:
+    return header.payload[0] if header.next_header == 58 and header.payload else -1
+
+
+def kernel_config() -> dict[str, str] | None:
+    path = Path("/proc/config.gz")
+    if not path.exists():
+        return None
+    config = {}
+    for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, value = line.split("=", 1)
+            config[key] = value
+    return config
+
+
+# --- probing and selection -------------------------------------------------------------
+
+
+@needs_root
+def test_probe_reports_what_the_kernel_really_has(make_topology: Any) -> None:
+    topo = make_topology()
+    with topo.inside("ha"):
+        caps = probe()
+    config = kernel_config()
+    if config is None:
+        pytest.skip("no /proc/config.gz to compare the probe with")
+
+    def built(option: str) -> bool:
+        return config.get(option) in ("y", "m")
+
+    assert caps.seg6 == (config.get("CONFIG_IPV6_SEG6_LWTUNNEL") == "y"), caps.describe()
+    assert caps.subtrees == (config.get("CONFIG_IPV6_SUBTREES") == "y"), caps.describe()
+    assert caps.ip6tnl == built("CONFIG_IPV6_TUNNEL"), caps.describe()
+    assert caps.esp == built("CONFIG_INET6_ESP"), caps.describe()
+    assert caps.mip6 == built("CONFIG_IPV6_MIP6"), caps.describe()
+    # On the development machines (KERNEL.md) the negatives are the kernel's own words.
+    if not caps.ip6tnl:
+        assert "Unknown device type" in caps.reasons["ip6tnl"]
+    for name in ("esp", "mip6"):
+        if not getattr(caps, name):
+            assert "Requested type not found" in caps.reasons[name]
+    # The probe leaves nothing behind.
+    assert topo.ip("ha", "-6", "route", "show", "table", "all", "proto", "86") == ""
+    assert len(topo.ip("ha", "-6", "rule").splitlines()) == 2
+    assert topo.ip("ha", "xfrm", "state") == ""
+    assert "mip6p" not in topo.ip("ha", "link")
+
+
+@needs_root
+def test_select_backend_picks_seg6_here_and_explains_refusals(make_topology: Any) -> None:
+    topo = make_topology()
+    with topo.inside("ha"):
+        caps = probe()
+        if caps.seg6:
+            backend = select_backend("auto", capabilities=caps)
+            assert isinstance(backend, Seg6DataPlane)
+            backend.close()
+    if not caps.ip6tnl:
+        with pytest.raises(BackendUnavailableError) as refused:
+            select_backend("ip6tnl", capabilities=caps)
+        assert str(refused.value).startswith("the ip6tnl data plane does not work on this kernel")
+        assert "\n" not in str(refused.value)
+    neither = Capabilities(
+        False, False, False, False, reasons={"seg6": "EINVAL", "ip6tnl": "Unknown device type"}
+    )
+    with pytest.raises(BackendUnavailableError) as nothing:
+        select_backend("auto", capabilities=neither)
+    message = str(nothing.value)
+    assert message.startswith("this kernel has neither seg6 lightweight tunnels nor ip6tnl: ")
+    assert "Unknown device type" in message and "\n" not in message
+    with pytest.raises(ValueError):
+        select_backend("gre", capabilities=neither)  # type: ignore[arg-type]
+
+
+# --- the seg6 data plane on the wire ---------------------------------------------------
+
+
+@needs_root
+def test_correspondent_reaches_the_home_address_through_plain_ipv6_in_ipv6(
+    make_topology: Any, tmp_path: Path
+) -> None:
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo)
+    register(topo, ha, mn)
+    foreign = topo.capture("router", "foreign1")
+
+    assert topo.ping("cn", topo.hoa, count=3)
+    assert topo.ping("mn", CN_ADDRESS, source=topo.hoa)
+
+    packets = foreign.ipv6()
+    pairs = tunnelled(packets)
+    to_mn = [(o, i) for o, i in pairs if (o.src, o.dst) == (HA_ADDRESS, topo.coa)]
+    from_mn = [(o, i) for o, i in pairs if (o.src, o.dst) == (topo.coa, HA_ADDRESS)]
+    # CN's echo requests arrive tunnelled; the MN's replies leave from the HoA, reverse-tunnelled.
+    assert any((i.src, i.dst, icmp_type(i)) == (CN_ADDRESS, topo.hoa, 128) for _o, i in to_mn)
+    assert any((i.src, i.dst, icmp_type(i)) == (topo.hoa, CN_ADDRESS, 129) for _o, i in from_mn)
+    assert any((i.src, i.dst, icmp_type(i)) == (topo.hoa, CN_ADDRESS, 128) for _o, i in from_mn)
+    for outer, inner in to_mn + from_mn:
+        # Next header 41 straight after the outer header: no SRH, no other extension.
+        assert outer.next_header == 41
+        assert len(outer.payload) == 40 + len(inner.payload)
+    # Nothing with the home address crosses the foreign link outside the tunnel.
+    assert all(topo.hoa not in (h.src, h.dst) for _f, h in packets)
+
+    # An independent decoder agrees: tshark sees IPv6 in IPv6 and no routing header.
+    pcap = write_pcap(
+        tmp_path / "foreign1.pcap", [f.data for f, _h in packets], linktype=LINKTYPE_ETHERNET
+    )
+    decoded = [p for p in tshark_json(pcap) if p.get("ipv6.nxt", [""])[0] == "41"]
+    assert len(decoded) == len(to_mn) + len(from_mn)
+    for fields in decoded:
+        assert fields["ipv6.nxt"] == ["41", "58"]
+        assert "ipv6.routing.type" not in fields and "ipv6.routing" not in fields
+
+
+@needs_root
+def test_handover_to_another_foreign_link(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo)
+    register(topo, ha, mn)
+    assert topo.ping("cn", topo.hoa)
+    old_coa = topo.coa
+
+    topo.move("mn", "foreign2")
+    new_coa = topo.coa
+    assert new_coa != old_coa
+    mn.mn_attach(topo.hoa, new_coa, HA_ADDRESS, HOME)
+    ha.ha_bind(topo.hoa, new_coa, HA_ADDRESS, HOME)
+    old_link = topo.capture("router", "foreign1")
+    new_link = topo.capture("router", "foreign2")
+
+    assert topo.ping("cn", topo.hoa, count=3)
+    assert mn.mn_state() == {topo.hoa: (new_coa, HA_ADDRESS)}
+    assert ha.ha_bindings() == {topo.hoa: new_coa}
+    pairs = tunnelled(new_link.ipv6())
+    assert any((o.src, o.dst) == (HA_ADDRESS, new_coa) for o, _i in pairs)
+    assert any((o.src, o.dst) == (new_coa, HA_ADDRESS) for o, _i in pairs)
+    assert tunnelled(old_link.ipv6()) == []
+    # The old CoA's decapsulation is gone on both sides.
+    mn_view, ha_view = KernelView(topo, "mn"), KernelView(topo, "ha")
+    assert mn_view.routes_to(old_coa) == [] and mn_view.tunsrc == new_coa
+    assert all(r.dst is None or r.dst.network_address != old_coa for r in mn_view.rules)
+    decap = [r for r in ha_view.routes_to(HA_ADDRESS)]
+    assert [r.src.network_address for r in decap if r.src] == [new_coa]
+
+
+@needs_root
+def test_returning_home_restores_native_delivery(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo)
+    register(topo, ha, mn)
+    assert topo.ping("cn", topo.hoa)
+
+    mn.mn_detach(topo.hoa)
+    ha.ha_unbind(topo.hoa)
+    topo.move("mn", "home")
+    home = topo.capture("router", "home")
+
+    assert topo.ping("cn", topo.hoa, count=3)
+    assert topo.ping("mn", CN_ADDRESS, source=topo.hoa)
+    assert mn.mn_state() == {} and ha.ha_bindings() == {}
+    packets = home.ipv6()
+    assert tunnelled(packets) == []
+    assert any(h.dst == topo.hoa and icmp_type(h) == 128 for _f, h in packets)
+    assert any(h.src == topo.hoa and icmp_type(h) == 129 for _f, h in packets)
+    # The MN holds nothing of ours; the local table is back at priority 0.
+    view = KernelView(topo, "mn")
+    assert view.routes == [] and view.rules == []
+    assert topo.hoa not in view.lo
+    assert [r.priority for r in view.local_rules()] == [0]
+    assert view.tunsrc == IPv6Address("::")
+    assert KernelView(topo, "ha").proxies == []
+
+
+def echo_over_tcp(
+    topo: Topology,
+    server: str,
+    address: IPv6Address,
+    client: str,
+    source: IPv6Address | None = None,
+    size: int = 200_000,
+) -> int:
+    """Send ``size`` bytes over TCP and read them echoed back; the number of bytes back."""
+    with topo.inside(server):
+        listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    listener.settimeout(5)
+    listener.bind((str(address), 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _peer = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            received = 0
+            while received < size and (chunk := conn.recv(65536)):
+                received += len(chunk)
+                conn.sendall(chunk)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    with topo.inside(client):
+        bind = (str(source), 0) if source is not None else None
+        conn = socket.create_connection((str(address), port), timeout=5, source_address=bind)
+    back = 0
+    with conn, listener:
+        conn.sendall(b"m" * size)
+        while back < size and (chunk := conn.recv(65536)):
+            back += len(chunk)
+    thread.join(5)
+    return back
+
+
+@needs_root
+def test_full_size_tcp_fits_the_tunnel_but_a_cn_gets_no_packet_too_big(
+    make_topology: Any,
+) -> None:
+    """What seg6 does with packet sizes (docs/dataplane.md, "MTU").
+
+    TCP: the kernel takes the seg6 headroom off the MTU of the MN's reverse-tunnel route,
+    so the MN advertises a small enough MSS both ways. Datagrams: the HA encapsulates on
+    input, before the forwarding MTU check, so a CN's packet that fits the link but not
+    the tunnel is dropped and no Packet Too Big tells the CN. If this ever fails because
+    the big echo gets through, the kernel has changed: update the docs.
+    """
+    topo = make_topology(mn_link="foreign1")
+    for node in ("ha", "cn", "mn"):  # no 64 KB super-packets: frames as on a real wire
+        topo.ip(node, "link", "set", HOME, "gso_max_segs", "1")
+    for link in ("home", "foreign1", "cn"):
+        topo.ip("router", "link", "set", link, "gso_max_segs", "1")
+    ha, mn = backends(topo)
+    register(topo, ha, mn)
+    foreign, cn_link = topo.capture("router", "foreign1"), topo.capture("router", "cn")
+
+    assert echo_over_tcp(topo, "mn", topo.hoa, "cn") == 200_000
+    assert echo_over_tcp(topo, "cn", CN_ADDRESS, "mn", source=topo.hoa) == 200_000
+    tunnelled_sizes = [14 + 40 + len(o.payload) for o, _i in tunnelled(foreign.ipv6())]
+    assert len(tunnelled_sizes) > 100 and max(tunnelled_sizes) <= 1514
+
+    assert topo.ping("cn", topo.hoa, size=1412)  # 1460-byte packet, 1500 with the tunnel
+    assert not topo.ping("cn", topo.hoa, size=1413, deadline=1)
+    too_big = [h for _f, h in cn_link.ipv6() if icmp_type(h) == 2]
+    assert too_big == []
+
+
+# --- idempotence, restart, reconciliation, cleanup -------------------------------------
+
+
+@needs_root
+def test_repeated_calls_create_no_duplicates_and_state_survives_a_restart(
+    make_topology: Any,
+) -> None:
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo)
+    register(topo, ha, mn)
+    before = KernelView(topo, "ha"), KernelView(topo, "mn")
+    register(topo, ha, mn)
+    ha.ha_bind(topo.hoa, topo.coa, HA_ADDRESS, HOME)
+    mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, HOME)
+
+    ha_view, mn_view = KernelView(topo, "ha"), KernelView(topo, "mn")
+    assert len(ha_view.routes_to(topo.hoa)) == 1
+    assert len(ha_view.routes_to(HA_ADDRESS)) == 1  # decapsulation from the CoA
+    assert [p.address for p in ha_view.proxies] == [topo.hoa]
+    assert sorted(r.priority for r in ha_view.rules) == [10, 1000]
+    assert sorted(r.priority for r in mn_view.rules) == [11, 1000, 1100]
+    assert len(mn_view.routes) == 2  # reverse tunnel + decapsulation at the CoA
+    assert mn_view.lo.count(topo.hoa) == 1
+    assert (ha_view.routes, ha_view.rules) == (before[0].routes, before[0].rules)
+    assert (mn_view.routes, mn_view.rules) == (before[1].routes, before[1].rules)
+
+    # A restarted agent (fresh backend objects) finds the state and adopts it as is.
+    ha2, mn2 = backends(topo)
+    assert ha2.ha_bindings() == {topo.hoa: topo.coa}
+    assert mn2.mn_state() == {topo.hoa: (topo.coa, HA_ADDRESS)}
+    ha_report = ha2.ha_reconcile({topo.hoa: topo.coa}, HA_ADDRESS, HOME)
+    mn_report = mn2.mn_reconcile({topo.hoa: (topo.coa, HA_ADDRESS)}, HOME)
+    assert (ha_report.adopted, ha_report.changed) == ((topo.hoa,), False)
+    assert (mn_report.adopted, mn_report.changed) == ((topo.hoa,), False)
+    assert KernelView(topo, "ha").routes == ha_view.routes
+    assert topo.ping("cn", topo.hoa)
+
+
+@needs_root
+def test_reconcile_keeps_wanted_bindings_and_removes_stale_ones(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo)
+    register(topo, ha, mn)
+    ha.ha_bind(OTHER_HOA, OTHER_COA, HA_ADDRESS, HOME)  # a binding the agent no longer has
+    third_hoa, third_coa = IPv6Address("2001:db8:1::300"), IPv6Address("2001:db8:2::300")
+
+    report = ha.ha_reconcile({topo.hoa: topo.coa, third_hoa: third_coa}, HA_ADDRESS, HOME)
+    assert (report.adopted, report.added, report.removed) == (
+        (topo.hoa,),
+        (third_hoa,),
+        (OTHER_HOA,),
+    )
+    assert ha.ha_bindings() == {topo.hoa: topo.coa, third_hoa: third_coa}
+    view = KernelView(topo, "ha")
+    assert sorted(p.address for p in view.proxies) == sorted([topo.hoa, third_hoa])
+    decap_sources = {r.src.network_address for r in view.routes_to(HA_ADDRESS) if r.src}
+    assert decap_sources == {topo.coa, third_coa}  # OTHER_COA's decapsulation went too
+
+    # Reconciling one home link leaves another link's bindings alone.
+    topo.ip("ha", "link", "add", "home2", "type", "veth", "peer", "name", "home2p")
+    topo.ip("ha", "link", "set", "home2", "up")
+    topo.ip("ha", "link", "set", "home2p", "up")
+    ha.ha_bind(OTHER_HOA, OTHER_COA, HA_ADDRESS, "home2")
+    report = ha.ha_reconcile({topo.hoa: topo.coa, third_hoa: third_coa}, HA_ADDRESS, HOME)
+    assert report.removed == () and OTHER_HOA in ha.ha_bindings()
+    assert ha.ha_reconcile({}, HA_ADDRESS, "home2").removed == (OTHER_HOA,)
+
+    # A duplicate route of ours (another metric) is found and removed; the binding stays.
+    topo.ip(
+        "ha", "-6", "route", "add", f"{topo.hoa}/128", "encap", "seg6", "mode", "encap.red",
+        "segs", str(topo.coa), "dev", HOME, "metric", "2000", "proto", "86",
+    )  # fmt: skip
+    report = ha.ha_reconcile({topo.hoa: topo.coa, third_hoa: third_coa}, HA_ADDRESS, HOME)
+    assert (report.updated, report.adopted) == ((topo.hoa,), (third_hoa,))
+    assert len(KernelView(topo, "ha").routes_to(topo.hoa)) == 1
+    assert topo.ping("cn", topo.hoa)
+
+    # The mobile node side: remove, add back, then move to a new CoA.
+    assert mn.mn_reconcile({}, HOME).removed == (topo.hoa,)
+    assert KernelView(topo, "mn").rules == []
+    wanted = {topo.hoa: (topo.coa, HA_ADDRESS)}
+    assert mn.mn_reconcile(wanted, HOME).added == (topo.hoa,)
+    assert mn.mn_reconcile(wanted, HOME).adopted == (topo.hoa,)
+    topo.move("mn", "foreign2")
+    ha.ha_bind(topo.hoa, topo.coa, HA_ADDRESS, HOME)
+    assert mn.mn_reconcile({topo.hoa: (topo.coa, HA_ADDRESS)}, HOME).updated == (topo.hoa,)
+    assert topo.ping("cn", topo.hoa)
+
+
+@needs_root
+def test_cleanup_removes_everything_the_agent_installed(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo)
+    register(topo, ha, mn)
+    ha.ha_bind(OTHER_HOA, OTHER_COA, HA_ADDRESS, HOME)
+    assert topo.ping("cn", topo.hoa)
+
+    for node, backend in (("ha", ha), ("mn", mn)):
+        backend.cleanup()
+        backend.cleanup()  # idempotent
+        view = KernelView(topo, node)
+        assert view.routes == [] and view.rules == [] and view.proxies == []
+        assert view.lo == [IPv6Address("::1")]
+        assert [(r.priority, r.proto) for r in view.local_rules()] == [(0, 2)]
+        assert view.tunsrc == IPv6Address("::")
+        assert topo.ip(node, "-6", "route", "show", "table", "all", "proto", "86") == ""
+    assert not topo.ping("cn", topo.hoa, deadline=0.5)
+
+
+@needs_root
+def test_failures_are_one_typed_error_with_the_kernels_reason(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo)
+    with pytest.raises(DataPlaneError, match="interface 'nope': no such interface"):
+        ha.ha_bind(topo.hoa, topo.coa, HA_ADDRESS, "nope")
+    with pytest.raises(DataPlaneError, match="link-local"):
+        mn.mn_attach(topo.hoa, IPv6Address("fe80::1"), HA_ADDRESS, HOME)
+    # The kernel refuses a seg6local route on a device that is down.
+    topo.ip("mn", "link", "add", "down0", "type", "veth", "peer", "name", "down1")
+    with pytest.raises(DataPlaneError) as refused:
+        mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, "down0")
+    message = str(refused.value)
+    assert str(topo.coa) in message and "(ENETDOWN)" in message and "\n" not in message
+    assert refused.value.errno == 100
+    mn.cleanup()
+    assert KernelView(topo, "mn").rules == []
+
+
+# --- the topology itself: SLAAC, radvd, movement ---------------------------------------
+
+
+@needs_root
+def test_topology_with_radvd_gives_slaac_addresses_and_home_agent_advertisements(
+    make_topology: Any,
+) -> None:
+    topo = make_topology(mn_link="foreign1", addressing="slaac", radvd=True)
+    topo.wait_for_address("mn", topo.mn_address("foreign1"))
+    assert str(topo.mn_address("foreign1")).endswith("::ff:fe00:100")
+    assert topo.ping("mn", CN_ADDRESS, deadline=5)
+
+    sniff = topo.capture("mn", "eth0")
+    topo.move("mn", "home")
+    topo.wait_for_address("mn", topo.hoa)
+    advertisements = [h for _f, h in sniff.ipv6() if h.src.is_link_local and icmp_type(h) == 134]
+    from_ha = [h for h in advertisements if _has_option(h, 8)]
+    assert from_ha, topo.radvd_log("ha")
+    ra = from_ha[0]
+    assert ra.payload[5] & 0x20  # H flag
+    assert _has_option(ra, 7)  # Advertisement Interval
+    prefix = _option(ra, 3)
+    assert prefix is not None and prefix[3] & 0x20  # R flag: full router address
+    assert IPv6Address(prefix[16:32]) == HA_ADDRESS
+    interval = _option(ra, 7)  # radvd 2.19 adds 20 ms to MaxRtrAdvInterval (KERNEL.md)
+    assert interval is not None and struct.unpack_from("!I", interval, 4)[0] == 90
+
+    topo.move("mn", "foreign2")
+    topo.wait_for_address("mn", topo.mn_address("foreign2"))
+
+
+def _options(ra: IPv6Header) -> Iterator[bytes]:
+    offset = 16
+    while offset + 2 <= len(ra.payload):
+        length = ra.payload[offset + 1] * 8
+        if length == 0:
+            return
+        yield ra.payload[offset : offset + length]
+        offset += length
+
+
+def _option(ra: IPv6Header, kind: int) -> bytes | None:
+    return next((o for o in _options(ra) if o[0] == kind), None)
+
+
+def _has_option(ra: IPv6Header, kind: int) -> bool:
+    return _option(ra, kind) is not None
+
+
+# --- ip6tnl: what it would send (no CONFIG_IPV6_TUNNEL here) ---------------------------
+
+
+class FakeKernel(Netlink):
+    """Applies the backend's requests to in-memory tables and logs them, encoded.
+
+    Only for the ip6tnl backend, which this machine's kernel cannot run.
+    """
+
+    def __init__(self) -> None:
+        self.links = {1: "lo", 2: HOME}
+        self.tunnel_table: dict[int, Ip6Tunnel] = {}
+        self.route_table: list[Route] = []
+        self.rule_table: list[Rule] = [Rule(0, RT_TABLE_LOCAL, 2), Rule(32766, RT_TABLE_MAIN, 2)]
+        self.proxy_table: list[ProxyEntry] = []
+        self.address_table: list[Address] = []
+        self.log: list[tuple[str, object]] = []
+        self.settings: dict[str, str] = {}
+
+    def close(self) -> None:
+        pass
+
+    def ifindex(self, ifname: str) -> int:
+        for index, name in self.links.items():
+            if name == ifname:
+                return index
+        raise DataPlaneError("look up", f"interface {ifname!r}", "no such interface")
+
+    def link_names(self) -> list[str]:
+        return list(self.links.values())
+
+    def sysctl(self, parts: Any, value: str) -> None:
+        self.settings[".".join(parts)] = value
+
+    def tunsrc(self) -> IPv6Address | None:
+        return None
+
+    def routes(self, proto: int | None = None) -> list[Route]:
+        return [r for r in self.route_table if proto is None or r.proto == proto]
+
+    def replace_route(self, route: Route, what: str) -> None:
+        self.route_table = [r for r in self.route_table if r.key != route.key] + [route]
+        self.log.append(("route+", route))
+
+    def delete_route(self, route: Route, what: str) -> bool:
+        self.route_table.remove(route)
+        self.log.append(("route-", route))
+        return True
+
+    def rules(self) -> list[Rule]:
+        return list(self.rule_table)
+
+    def add_rule(self, rule: Rule, what: str) -> bool:
+        if rule in self.rule_table:
+            return False
+        self.rule_table.append(rule)
+        self.log.append(("rule+", rule))
+        return True
+
+    def delete_rule(self, rule: Rule, what: str) -> bool:
+        self.rule_table.remove(rule)
+        self.log.append(("rule-", rule))
+        return True
+
+    def proxies(self) -> list[ProxyEntry]:
+        return list(self.proxy_table)
+
+    def replace_proxy(self, entry: ProxyEntry, what: str) -> None:
+        if entry not in self.proxy_table:
+            self.proxy_table.append(entry)
+        self.log.append(("proxy+", entry))
+
+    def delete_proxy(self, entry: ProxyEntry, what: str) -> bool:
+        self.proxy_table.remove(entry)
+        self.log.append(("proxy-", entry))
+        return True
+
+    def addresses(self) -> list[Address]:
+        return list(self.address_table)
+
+    def replace_address(self, address: Address, what: str) -> None:
+        if address not in self.address_table:
+            self.address_table.append(address)
+        self.log.append(("address+", address))
+
+    def delete_address(self, address: Address, what: str) -> bool:
+        self.address_table.remove(address)
+        self.log.append(("address-", address))
+        return True
+
+    def tunnels(self) -> list[Ip6Tunnel]:
+        return list(self.tunnel_table.values())
+
+    def create_tunnel(self, tunnel: Ip6Tunnel, what: str) -> None:
+        index = max(self.links) + 1
+        self.links[index] = tunnel.name
+        self.tunnel_table[index] = Ip6Tunnel(
+            tunnel.name, tunnel.local, tunnel.remote, tunnel.link, index
+        )
+        self.log.append(("link+", tunnel_message(tunnel)))
+
+    def change_tunnel(self, tunnel: Ip6Tunnel, what: str) -> None:
+        assert tunnel.index in self.tunnel_table
+        self.tunnel_table[tunnel.index] = tunnel
+        self.log.append(("link~", tunnel_message(tunnel)))
+
+    def delete_link(self, index: int, what: str) -> bool:
+        del self.tunnel_table[index]
+        name = self.links.pop(index)
+        self.log.append(("link-", name))
+        return True
+
+    def ops(self) -> list[str]:
+        return [op for op, _ in self.log]
+
+
+def _nlas(data: bytes) -> dict[int, bytes]:
+    """Netlink attributes by type (the last one wins), read straight from the bytes."""
+    found, offset = {}, 0
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        found[kind & 0x3FFF] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+def test_ip6tnl_link_message_bytes() -> None:
+    tunnel = Ip6Tunnel("mip6h0", HA_ADDRESS, IPv6Address("2001:db8:2::100"), 2)
+    msg = tunnel_message(tunnel)
+    msg["header"]["type"] = 16  # RTM_NEWLINK
+    msg.encode()
+    data = bytes(msg.data)
+    _family, _type, index, flags, change = struct.unpack_from("=BxHiII", data, 16)
+    assert (index, flags & 1, change & 1) == (0, 1, 1)  # created up
+    top = _nlas(data[32:])
+    assert top[3] == b"mip6h0\0"  # IFLA_IFNAME
+    info = _nlas(top[18])  # IFLA_LINKINFO
+    assert info[1].rstrip(b"\0") == b"ip6tnl"  # IFLA_INFO_KIND
+    data_attrs = _nlas(info[2])  # IFLA_INFO_DATA: IFLA_IPTUN_*
+    assert struct.unpack("=I", data_attrs[1]) == (2,)  # LINK: the home interface
+    assert data_attrs[2] == HA_ADDRESS.packed  # LOCAL
+    assert data_attrs[3] == IPv6Address("2001:db8:2::100").packed  # REMOTE
+    assert data_attrs[4] == bytes([64])  # TTL
+    assert data_attrs[6] == bytes([0])  # ENCAP_LIMIT (ignored: flag below)
+    flags_value = struct.unpack("=I", data_attrs[8])[0]
+    assert flags_value == IP6_TNL_F_IGN_ENCAP_LIMIT | IP6_TNL_F_MIP6_DEV
+    assert data_attrs[9] == bytes([41])  # PROTO: ip6ip6 only
+
+
+def test_ip6tnl_home_agent_would_create_route_and_retire_tunnels() -> None:
+    kernel = FakeKernel()
+    ha = Ip6tnlDataPlane(netlink=kernel)
+    hoa, coa, coa2 = IPv6Address("2001:db8:1::100"), IPv6Address("2001:db8:2::100"), OTHER_COA
+    ha.ha_setup(HOME, HA_ADDRESS)
+    assert kernel.settings == {
+        "net.ipv6.conf.all.forwarding": "1",
+        f"net.ipv6.conf.{HOME}.proxy_ndp": "1",
+        f"net.ipv6.neigh.{HOME}.proxy_delay": "0",
+    }
+    assert kernel.rule_table[0].priority == 0  # no policy rules needed: devices decapsulate
+    ha.ha_bind(hoa, coa, HA_ADDRESS, HOME)
+    assert kernel.ops() == ["link+", "route+", "proxy+"]
+    tunnel = next(iter(kernel.tunnel_table.values()))
+    assert (tunnel.name, tunnel.local, tunnel.remote, tunnel.link) == ("mip6h0", HA_ADDRESS, coa, 2)
+    assert kernel.route_table == [Route(IPv6Network(f"{hoa}/128"), RT_TABLE_MAIN, tunnel.index)]
+    assert kernel.proxy_table == [ProxyEntry(hoa, 2)]
+    assert ha.ha_bindings() == {hoa: coa}
+
+    ha.ha_bind(hoa, coa, HA_ADDRESS, HOME)  # idempotent: nothing created twice
+    assert len(kernel.tunnel_table) == 1 and len(kernel.route_table) == 1
+    assert ha.ha_reconcile({hoa: coa}, HA_ADDRESS, HOME).adopted == (hoa,)
+
+    ha.ha_bind(hoa, coa2, HA_ADDRESS, HOME)  # the MN moved: new tunnel, old one retired
+    assert [t.name for t in kernel.tunnel_table.values()] == ["mip6h1"]
+    assert ha.ha_bindings() == {hoa: coa2}
+    assert kernel.log[-1] == ("link-", "mip6h0")
+
+    ha.ha_unbind(hoa)
+    assert kernel.tunnel_table == {} and kernel.route_table == [] and kernel.proxy_table == []
+
+
+def test_ip6tnl_mobile_node_would_move_its_tunnel_in_place_on_handover() -> None:
+    kernel = FakeKernel()
+    kernel.links[3] = "wlan0"
+    mn = Ip6tnlDataPlane(netlink=kernel)
+    hoa, coa, coa2 = IPv6Address("2001:db8:1::100"), IPv6Address("2001:db8:2::100"), OTHER_COA
+    mn.mn_attach(hoa, coa, HA_ADDRESS, HOME)
+    assert kernel.ops() == ["address+", "link+", "route+", "rule+"]
+    (tunnel,) = kernel.tunnel_table.values()
+    assert (tunnel.name, tunnel.local, tunnel.remote, tunnel.link) == ("mip6m0", coa, HA_ADDRESS, 2)
+    assert Rule(1100, 200, RTPROT_MIP6, src=IPv6Network(f"{hoa}/128")) in kernel.rule_table
+    assert kernel.route_table == [Route(IPv6Network("::/0"), 200, tunnel.index)]
+    assert kernel.address_table == [Address(hoa, 128, 1)]
+    assert mn.mn_state() == {hoa: (coa, HA_ADDRESS)}
+
+    kernel.log.clear()
+    mn.mn_attach(hoa, coa2, HA_ADDRESS, "wlan0")
+    assert "link+" not in kernel.ops() and "link-" not in kernel.ops()
+    changed = [msg for op, msg in kernel.log if op == "link~"]
+    assert len(changed) == 1
+    (moved,) = kernel.tunnel_table.values()
+    assert (moved.index, moved.local, moved.link) == (tunnel.index, coa2, 3)
+    assert mn.mn_state() == {hoa: (coa2, HA_ADDRESS)}
+    assert mn.mn_reconcile({hoa: (coa2, HA_ADDRESS)}, "wlan0").adopted == (hoa,)
+
+    mn.mn_detach(hoa)
+    assert kernel.tunnel_table == {} and kernel.route_table == [] and kernel.address_table == []
+    assert [r.priority for r in kernel.rule_table] == [0, 32766]
+
+
+@needs_root
+def test_ip6tnl_backend_fails_cleanly_on_a_kernel_without_ip6tnl(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    with topo.inside("ha"):
+        if probe().ip6tnl:
+            pytest.skip("this kernel has ip6tnl")
+    ha = topo.in_node("ha", Ip6tnlDataPlane)
+    with pytest.raises(DataPlaneError) as refused:
+        ha.ha_bind(topo.hoa, topo.coa, HA_ADDRESS, HOME)
+    message = str(refused.value)
+    assert message.startswith("create ip6tnl tunnel mip6h0")
+    assert message.endswith("Unknown device type (EOPNOTSUPP)")
+    view = KernelView(topo, "ha")
+    assert view.routes == [] and view.proxies == []
+
+
+def test_config_rejects_overlapping_numbers() -> None:
+    with pytest.raises(ValueError, match="rule priorities"):
+        DataPlaneConfig(local_pref=5)
+    with pytest.raises(ValueError, match="reserved"):
+        DataPlaneConfig(decap_table=254)
+    with pytest.raises(ValueError, match="proto"):
+        DataPlaneConfig(proto=2)
