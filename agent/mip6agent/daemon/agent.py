@@ -139,11 +139,18 @@ class Agent:
                 )
                 log.info("reconciled bindings on %s: %s", link.interface, report)
         elif isinstance(self.core, MobileNode) and self.dataplane is not None:
-            for entry in self.core.entries.values():
-                if entry.tunnel is not None and entry.home_agent is not None:
-                    wanted = {entry.home_address: (entry.tunnel[0], entry.home_agent)}
-                    report = await self.kernel(self.dataplane.mn_reconcile, wanted, entry.tunnel[1])
-                    log.info("reconciled tunnel for %s: %s", entry.home_address, report)
+            # One call with every home address: a call per address would detach the others.
+            wanted = {
+                e.home_address: (e.tunnel[0], e.home_agent)
+                for e in self.core.entries.values()
+                if e.tunnel is not None and e.home_agent is not None
+            }
+            ifname = next(
+                (e.tunnel[1] for e in self.core.entries.values() if e.tunnel is not None),
+                self.core.settings.interfaces[0],
+            )
+            report = await self.kernel(self.dataplane.mn_reconcile, wanted, ifname)
+            log.info("reconciled mobile node tunnels: %s", report)
 
     async def run(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
