@@ -283,3 +283,39 @@ def test_bu_and_ba_on_the_wire_decode_in_tshark_as_the_agents_logged(tmp_path: P
         ).stdout.split()
         # ipv6.src lists the outer header first, then the inner one
         assert str(HA_ADDRESS) in [line.split(",")[0] for line in encapsulated]
+
+
+def test_two_home_addresses_and_mobile_node_restart(tmp_path: Path) -> None:
+    second = IPv6Address("2001:db8:1::200")
+    config = mn_config(tmp_path / "mn")
+    config["mobile_node"]["home_addresses"].append(
+        {"address": f"{second}/64", "interface": "eth0", "home_agent": str(HA_ADDRESS)}
+    )
+    with (
+        Topology(mn_link="foreign1") as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
+        AgentProcess(topo.ns["mn"], tmp_path / "mn", config) as mn,
+    ):
+        for home in (HOA, second):
+            wait_until(lambda h=home: binding_coa(ha, h) == str(topo.coa), what=f"binding {home}")
+            assert topo.ping("cn", home, deadline=10), f"CN -> {home}"
+        sequences = {e["home_address"]: e["sequence"] for e in mn.call("bul")}
+        mn.kill9()
+        assert topo.ping("cn", second, deadline=10), "tunnels outlive the MN agent"
+        mn.start()
+        restored = {e["home_address"]: e for e in mn.call("bul")}
+        for home in (HOA, second):
+            entry = restored[str(home)]
+            assert entry["state"] in ("registered", "registering")
+            assert entry["sequence"] >= sequences[str(home)]
+        # the restored registrations refresh with newer sequence numbers, not a 135 storm
+        wait_until(
+            lambda: all(
+                e["state"] == "registered" and e["sequence"] > sequences[e["home_address"]]
+                for e in mn.call("bul")
+            ),
+            what="refreshed after restart",
+        )
+        assert ha.call("counters").get("ba_out.135_sequence_number_out_of_window", 0) == 0
+        for home in (HOA, second):
+            assert topo.ping("cn", home, deadline=10), f"CN -> {home} after the MN restart"
