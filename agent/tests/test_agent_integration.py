@@ -264,6 +264,12 @@ def test_bu_and_ba_on_the_wire_decode_in_tshark_as_the_agents_logged(tmp_path: P
         assert bas[-1]["mip6.ba.seqnr"] == str(logged["sequence"])
         assert int(bas[-1]["mip6.ba.lifetime"]) * 4 == int(binding["lifetime"])
         assert bas[-1]["ipv6.routing.mipv6.home_address"] == str(HOA)
+        # and the agents' own protocol traces logged the same messages
+        seq = bus[-1]["mip6.bu.seqnr"]
+        assert (
+            f"out {topo.coa} > {HA_ADDRESS}: HAO home {HOA} MH BU seq {seq} " in mn.log.read_text()
+        )
+        assert f"MH BA status 0 (accepted) seq {seq} " in ha.log.read_text()
         # the data plane really is IPv6-in-IPv6 on this link
         encapsulated = subprocess.run(
             [

@@ -28,9 +28,11 @@ from ..core import actions as act
 from ..core.correspondent import Correspondent
 from ..core.home_agent import HomeAgent
 from ..core.mobile_node import MobileNode, home_agents_anycast
+from ..dump.text import format_line
 from ..io import nft
 from ..io.dataplane import BackendUnavailableError, DataPlane, DataPlaneError, probe, select_backend
 from ..io.transport import Received, SignalingTransport, TransportError
+from ..wire import parse_packet
 from . import kernel
 from .movement import InterfaceState, MovementWatcher
 from .persistence import StateStore
@@ -188,12 +190,8 @@ class Agent:
         if self.core is None:
             return
         interface = _ifname(received.ifindex)
-        log.debug(
-            "received %s from %s on %s",
-            type(received.packet.payload).__name__,
-            received.src,
-            interface,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("in  %s: %s", interface, format_line(received.packet, verbose=True))
         self.feed(self.core.receive(received.packet, time.time(), interface))
 
     def _moved(self, states: list[InterfaceState]) -> None:
@@ -244,6 +242,8 @@ class Agent:
         if isinstance(action, act.SendPacket):
             index = socket.if_nametoindex(action.interface) if action.interface else None
             transport.send(action.data, action.destination, index)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("out %s", format_line(parse_packet(action.data), verbose=True))
         elif isinstance(action, act.Log):
             log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
         elif isinstance(action, act.StateChanged):
