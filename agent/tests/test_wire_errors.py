@@ -18,7 +18,11 @@ def _only_decode_error(decoder, data: bytes) -> None:
         assert exc.reason
 
 
-DECODERS = [wire.parse_mh, wire.decode_icmpv6, wire.parse_packet]
+def parse_packet_checked(data: bytes) -> wire.Packet:
+    return wire.parse_packet(data, check_checksum=True)
+
+
+DECODERS = [wire.parse_mh, wire.decode_icmpv6, wire.parse_packet, parse_packet_checked]
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: d.__name__)
@@ -55,6 +59,7 @@ def mutated_packets(draw: st.DrawFn) -> bytes:
 @given(mutated_packets())
 def test_mutated_packets(data: bytes) -> None:
     _only_decode_error(wire.parse_packet, data)
+    _only_decode_error(parse_packet_checked, data)
 
 
 @given(mobility_messages, st.integers(0, 255), st.integers(0, 255))
@@ -121,6 +126,23 @@ def test_bad_checksum_detected_when_checked() -> None:
     assert wire.parse_packet(bytes(data)).checksum_ok()
     data[44] ^= 0x01
     assert not wire.parse_packet(bytes(data)).checksum_ok()
+    with pytest.raises(DecodeError, match="bad checksum") as info:
+        wire.parse_packet(bytes(data), check_checksum=True)
+    assert info.value.offset == 44  # the MH checksum field, right after the IPv6 header
+
+
+def test_bad_icmpv6_checksum_with_rh2_raises_when_checked() -> None:
+    from ipaddress import IPv6Address
+
+    src, dst, home = (IPv6Address(f"2001:db8::{n}") for n in (1, 2, 3))
+    data = bytearray(
+        wire.build_packet(src, dst, wire.MobilePrefixAdvertisement(5), routing_home_address=home)
+    )
+    wire.parse_packet(bytes(data), check_checksum=True)  # fine as built
+    data[40 + 24 + 2] ^= 0x10
+    with pytest.raises(DecodeError, match="bad checksum") as info:
+        wire.parse_packet(bytes(data), check_checksum=True)
+    assert info.value.offset == 40 + 24 + 2
 
 
 @pytest.mark.long

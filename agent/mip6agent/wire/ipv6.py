@@ -216,8 +216,12 @@ def _parse_dstopts(buf: bytes, start: int, end: int) -> DestinationOptions:
     return DestinationOptions(options)
 
 
-def parse_packet(data: bytes) -> Packet:
-    """Parse an IPv6 packet, decoding MH, ICMPv6, HAO and RH2 on the way."""
+def parse_packet(data: bytes, *, check_checksum: bool = False) -> Packet:
+    """Parse an IPv6 packet, decoding MH, ICMPv6, HAO and RH2 on the way.
+
+    With ``check_checksum`` a decoded MH or ICMPv6 message whose checksum does not verify
+    under the home-address rule raises :class:`DecodeError` at the checksum field.
+    """
     if len(data) < IPV6_HEADER_LEN:
         raise DecodeError(0, f"truncated IPv6 header: {len(data)} octets")
     word, plen, next_header, hop_limit, src, dst = _IPV6.unpack_from(data, 0)
@@ -271,7 +275,7 @@ def parse_packet(data: bytes) -> Packet:
             payload = message
         elif proto == IPPROTO_ICMPV6:
             payload = decode_icmpv6(data, pos, end)
-    return Packet(
+    packet = Packet(
         IPv6Address(src),
         IPv6Address(dst),
         next_header,
@@ -283,3 +287,9 @@ def parse_packet(data: bytes) -> Packet:
         payload,
         upper,
     )
+    if check_checksum and not isinstance(payload, bytes) and not packet.checksum_ok():
+        field = pos + (4 if proto == IPPROTO_MH else 2)
+        raise DecodeError(
+            field, f"bad checksum {int.from_bytes(data[field : field + 2], 'big'):#06x}"
+        )
+    return packet
