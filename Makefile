@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 APT_PACKAGES := tshark radvd nftables iproute2
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format unit test-long fuzz bench apt venv clean
+.PHONY: test lint format unit test-long fuzz bench apt venv clean sanity ansible-lint
 
-test: apt venv lint unit test-long
+test: apt venv lint ansible-lint unit sanity test-long
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -19,10 +19,10 @@ apt:
 
 venv: $(STAMP)
 
-$(STAMP): constraints.txt agent/pyproject.toml
+$(STAMP): constraints.txt agent/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e 'agent[test]'
+	$(BIN)/pip install -q -c constraints.txt -e 'agent[test]' -r requirements-dev.txt
 	touch $@
 
 lint: venv
@@ -46,5 +46,22 @@ fuzz: venv
 bench: venv
 	$(BIN)/python bench/wire.py
 
+# ansible-test wants the collection under ansible_collections/<ns>/<name>/ and, offline,
+# a cached pip bootstrap script (.ci/ansible-test-get-pip.py stands in for the download).
+# The copy leaves out agent/, bench/ and .ci/: the agent is a separate Python project with
+# its own linters (ruff) and tests; ansible-test's pylint and pep8 rules are for plugins.
+SANITY_DIR := .build/ansible_collections/mobileip/mipv6
+GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+
+sanity: venv
+	mkdir -p $(dir $(GET_PIP)) && cp .ci/ansible-test-get-pip.py $(GET_PIP)
+	rm -rf .build && mkdir -p $(SANITY_DIR)
+	git ls-files -co --exclude-standard | grep -vE '^(agent|bench|\.ci)/' | tar -cf - -T - | tar -xf - -C $(SANITY_DIR)
+	cd $(SANITY_DIR) && git init -q && git add -A
+	cd $(SANITY_DIR) && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --local --python 3.11
+
+ansible-lint: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production --offline
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) .build .pytest_cache .hypothesis .ruff_cache
