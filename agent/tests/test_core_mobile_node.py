@@ -312,3 +312,16 @@ def test_random_movement_keeps_ha_and_mn_consistent(moves: list[str]) -> None:
     else:
         assert binding is not None and binding.care_of_address == where.ip
         assert node.entries[HOA].tunnel == (where.ip, "eth0")
+
+
+def test_stop_then_start_registers_again() -> None:
+    node, agent = mn(), ha()
+    net = Net(node, agent)
+    attach(node)
+    net.move(F1, T0)
+    out = node.stop()
+    assert act.DetachTunnel(HOA, PREFIX, "eth0", at_home=False) in out
+    assert net.move(F2, T0 + 5) == [], "a stopped mobile node does not register"
+    out = net.run(node.start(T0 + 6), T0 + 6)
+    assert act.AttachTunnel(HOA, F2.ip, HA, "eth0") in out
+    assert agent.cache.get(HOA).care_of_address == F2.ip

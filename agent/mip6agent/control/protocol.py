@@ -21,6 +21,7 @@ COMMANDS = {
     "reload": "re-read the configuration file (as SIGHUP does)",
     "enable-ha": "mip6config -g [-y preference]",
     "disable": "mip6config -x: stop the home agent or mobile node function",
+    "enable": "start the function again after disable (home agent: as enable-ha)",
     "set-home-address": "mip6config -H addr/plen@if%ha",
     "set-home-prefix": "mip6config -P prefix/plen",
     "autoconfigure": "mip6config -a",

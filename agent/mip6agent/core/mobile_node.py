@@ -122,6 +122,7 @@ class MobileNode:
         self._addresses: dict[str, list[IPv6Interface]] = {}
         self._ra_deadline: dict[str, float] = {}
         self._next_dhaad_id = initial_sequence
+        self.enabled = True
 
     def _add_entry(self, spec: HomeAddressSpec, sequence: int) -> BULEntry:
         entry = BULEntry(
@@ -177,6 +178,8 @@ class MobileNode:
         return None
 
     def _evaluate(self, now: float) -> list:
+        if not self.enabled:
+            return []
         where = self._location()
         if where is None:
             return []
@@ -498,8 +501,14 @@ class MobileNode:
                 entry.home_agent, entry.state = spec.home_agent, "idle"
         return out + self._evaluate(now)
 
+    def start(self, now: float) -> list:
+        """Undo :meth:`stop`: register again from wherever we are."""
+        self.enabled = True
+        return self._evaluate(now)
+
     def stop(self) -> list:
         """mip6config -x: tear down tunnels and forget registrations (the HA times them out)."""
+        self.enabled = False
         out: list = []
         for entry in self.entries.values():
             out += self._drop(entry)

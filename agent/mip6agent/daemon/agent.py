@@ -355,7 +355,7 @@ class Agent:
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
             "dataplane": self.dataplane.name if self.dataplane else None,
-            "enabled": self.ha_enabled if self.config.role == "ha" else True,
+            "enabled": self._enabled(),
             "debug": self.config.debug,
             "lists": self._lists(),
         }
@@ -395,6 +395,18 @@ class Agent:
             )
         return await self.reload(self.config)
 
+    def _enabled(self) -> bool:
+        if isinstance(self.core, MobileNode):
+            return self.core.enabled
+        return self.ha_enabled if self.config.role == "ha" else True
+
+    async def _cmd_enable(self) -> dict:
+        if isinstance(self.core, MobileNode):
+            self.feed(self.core.start(time.time()))
+        elif self.config.role == "ha":
+            await self._cmd_enable_ha()
+        return await self._cmd_status()
+
     async def _cmd_disable(self) -> dict:
         if isinstance(self.core, HomeAgent):
             self.ha_enabled = False
@@ -425,7 +437,7 @@ class Agent:
         self._require_mn()
         return await self._change(
             lambda d: d["mobile_node"].update(
-                home_prefix=prefix, home_addresses=[], autoconfigure=False
+                home_prefix=prefix, home_addresses=None, autoconfigure=False
             )
         )
 
@@ -433,7 +445,7 @@ class Agent:
         self._require_mn()
         return await self._change(
             lambda d: d["mobile_node"].update(
-                autoconfigure=True, home_addresses=[], home_prefix=None
+                autoconfigure=True, home_addresses=None, home_prefix=None
             )
         )
 
@@ -502,7 +514,7 @@ class Agent:
         self._require_mn()
         return await self._change(
             lambda d: d["mobile_node"].update(
-                home_addresses=[], home_prefix=None, autoconfigure=True
+                home_addresses=None, home_prefix=None, autoconfigure=True
             )
         )
 
