@@ -325,3 +325,24 @@ def test_two_home_addresses_and_mobile_node_restart(tmp_path: Path) -> None:
         assert ha.call("counters").get("ba_out.135_sequence_number_out_of_window", 0) == 0
         for home in (HOA, second):
             assert topo.ping("cn", home, deadline=10), f"CN -> {home} after the MN restart"
+
+
+def test_slaac_handover_leaves_the_old_link(tmp_path: Path) -> None:
+    """With SLAAC the old address lingers in the kernel; the agent must still move on."""
+    with (
+        Topology(mn_link="foreign1", addressing="slaac", radvd=True, mn_dad=True) as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
+        AgentProcess(topo.ns["mn"], tmp_path / "mn", mn_config(tmp_path / "mn")) as mn,
+    ):
+        first = str(topo.coa)
+        wait_until(lambda: binding_coa(ha) == first, what="registration via SLAAC")
+        for link in ("foreign2", "foreign1", "foreign2"):
+            topo.move("mn", link)
+            coa = str(topo.coa)
+            wait_until(lambda c=coa: binding_coa(ha) == c, what=f"binding follows to {link}")
+            assert topo.ping("cn", HOA, deadline=10), f"CN -> HoA on {link}"
+            addresses = topo.ip("mn", "-6", "addr", "show", "dev", "eth0", "scope", "global")
+            assert first not in addresses or coa == first, "the old SLAAC address is gone"
+            routes = topo.ip("mn", "-6", "route", "show", "default")
+            assert routes.count("via") == 1, routes
+        assert mn.call("bul")[0]["care_of_address"] == str(topo.coa)

@@ -325,3 +325,34 @@ def test_stop_then_start_registers_again() -> None:
     out = net.run(node.start(T0 + 6), T0 + 6)
     assert act.AttachTunnel(HOA, F2.ip, HA, "eth0") in out
     assert agent.cache.get(HOA).care_of_address == F2.ip
+
+
+def _ra(prefix: IPv6Network, router: str = "fe80::1") -> wire.Packet:
+    ra = wire.RouterAdvertisement(
+        64,
+        0,
+        1800,
+        options=[wire.PrefixInformation(64, 0xC0, 86400, 14400, prefix.network_address)],
+    )
+    return wire.parse_packet(wire.build_packet(IPv6Address(router), IPv6Address("ff02::1"), ra))
+
+
+def test_slaac_move_leaves_the_old_link_once_the_new_router_speaks() -> None:
+    """The kernel keeps the old SLAAC address; the first RA after the flap decides."""
+    node, agent = mn(), ha()
+    net = Net(node, agent)
+    attach(node)
+    net.run(node.receive(_ra(F1.network), T0, interface="eth0"), T0)
+    net.move(F1, T0)
+    assert agent.cache.get(HOA).care_of_address == F1.ip
+    # the link flaps onto foreign2; both addresses are on the interface for a while
+    node.link_changed("eth0", False, T0 + 1)
+    assert node.link_changed("eth0", True, T0 + 1) == [act.SendRouterSolicitation("eth0")]
+    assert net.run(node.addresses_changed("eth0", [F1, F2], T0 + 1), T0 + 1) == []
+    out = net.run(node.receive(_ra(F2.network, "fe80::2"), T0 + 1.01, interface="eth0"), T0 + 1.01)
+    assert out[0] == act.LeaveOldLinks("eth0", IPv6Address("fe80::2"), (F2.network,))
+    assert agent.cache.get(HOA).care_of_address == F2.ip
+    # a second router on the same link adds its prefix without a new "leave"
+    extra = IPv6Network("2001:db8:33::/64")
+    out = node.receive(_ra(extra, "fe80::3"), T0 + 2, interface="eth0")
+    assert not any(isinstance(a, act.LeaveOldLinks) for a in out)

@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         level=config.effective_log_level.upper(),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # pyroute2 logs every netlink message at debug level, which slows handovers down.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     return asyncio.run(_serve(config, args.config))
 
 

@@ -73,6 +73,20 @@ class DetachTunnel:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaveOldLinks:
+    """MN on a new link: drop addresses outside ``prefixes`` that SLAAC gave us elsewhere,
+    and default routes through routers other than ``router``.
+
+    The kernel keeps both for their lifetimes, so without this the old care-of address and
+    the old, unreachable default router would stay in use after a move.
+    """
+
+    interface: str
+    router: IPv6Address | None
+    prefixes: tuple[IPv6Network, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SendRouterSolicitation:
     interface: str
 
@@ -100,6 +114,7 @@ Action = (
     | AttachTunnel
     | DetachTunnel
     | SendRouterSolicitation
+    | LeaveOldLinks
     | StateChanged
     | Log
 )

@@ -121,6 +121,10 @@ class MobileNode:
         self._up: set[str] = set()
         self._addresses: dict[str, list[IPv6Interface]] = {}
         self._ra_deadline: dict[str, float] = {}
+        # Prefixes of the link each interface is on, from the last RA; an interface in
+        # _fresh had a link change since, and its next RA says where it now is.
+        self._link_prefixes: dict[str, tuple[IPv6Network, ...]] = {}
+        self._fresh: set[str] = set()
         self._next_dhaad_id = initial_sequence
         self.enabled = True
 
@@ -139,6 +143,7 @@ class MobileNode:
         out: list = []
         if up and interface not in self._up:
             self._up.add(interface)
+            self._fresh.add(interface)
             self.counters.add("rs_out")
             # The kernel does not solicit on carrier return; waiting for a periodic RA is slow.
             out.append(act.SendRouterSolicitation(interface))
@@ -164,6 +169,7 @@ class MobileNode:
             for name in self.settings.interfaces
             if name in self._up
             for a in self._addresses.get(name, [])
+            if self._on_current_link(name, a)
         ]
         for name, address in candidates:
             if address.ip in self.settings.foreign_addresses:
@@ -176,6 +182,11 @@ class MobileNode:
             name, address = candidates[0]
             return name, address.ip, address.network
         return None
+
+    def _on_current_link(self, interface: str, address: IPv6Interface) -> bool:
+        """Addresses left over from a previous link do not count once an RA told us better."""
+        prefixes = self._link_prefixes.get(interface)
+        return prefixes is None or any(address.ip in p for p in prefixes)
 
     def _evaluate(self, now: float) -> list:
         if not self.enabled:
@@ -416,13 +427,30 @@ class MobileNode:
         interval = ra.option(AdvertisementInterval)
         if isinstance(interval, AdvertisementInterval) and interval.interval:
             self._ra_deadline[interface] = now + LOST_ROUTER_FACTOR * interval.interval / 1000
-        out: list = []
         for entry in self.entries.values():
             if entry.home_agent is None and ra.home_agent:
                 agents = self.home_agents.preferred(entry.prefix)
                 if agents:
                     entry.home_agent = agents[0]
-        return out
+        prefixes = tuple(
+            IPv6Network(f"{o.prefix}/{o.prefix_length}", strict=False)
+            for o in ra.options
+            if isinstance(o, PrefixInformation) and o.valid_lifetime and (o.on_link or o.autonomous)
+        )
+        if interface not in self.settings.interfaces or not prefixes:
+            return []
+        known = self._link_prefixes.get(interface)
+        if interface in self._fresh:
+            # The first RA since a link change says which link we are on now.
+            self._fresh.discard(interface)
+            self._link_prefixes[interface] = prefixes
+            router = packet.src if ra.router_lifetime else None
+            return [act.LeaveOldLinks(interface, router, prefixes), *self._evaluate(now)]
+        if known is None or not set(prefixes) <= set(known):
+            # Another router on the same link: its prefixes are this link's too.
+            self._link_prefixes[interface] = tuple(dict.fromkeys((*(known or ()), *prefixes)))
+            return self._evaluate(now)
+        return []
 
     # --- timers ------------------------------------------------------------------------------
 

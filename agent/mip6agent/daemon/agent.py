@@ -61,6 +61,7 @@ class Agent:
         self.watcher: MovementWatcher | None = None
         self.anycast: kernel.AnycastMembership | None = None
         self.ha_enabled = True
+        self._carrier_changes: dict[str, int] = {}
         self._kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-kernel")
         self._queue: asyncio.Queue[list] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -200,6 +201,11 @@ class Agent:
         now = time.time()
         out: list = []
         for state in states:
+            previous = self._carrier_changes.get(state.name)
+            self._carrier_changes[state.name] = state.carrier_changes
+            if previous is not None and state.carrier_changes != previous and state.up:
+                # Down and up again between two reads: still a link change.
+                out += self.core.link_changed(state.name, False, now)
             out += self.core.link_changed(state.name, state.up, now)
             out += self.core.addresses_changed(state.name, list(state.addresses), now)
         self.feed(out)
@@ -249,6 +255,13 @@ class Agent:
         elif isinstance(action, act.StateChanged):
             if self.core is not None:
                 self.store.save(action.table, self.core.snapshot())
+        elif isinstance(action, act.LeaveOldLinks):
+            keep = set(self.core.entries) if isinstance(self.core, MobileNode) else set()
+            done = await self.kernel(
+                kernel.leave_old_links, action.interface, action.router, action.prefixes, keep
+            )
+            if done:
+                log.info("left the old link on %s: removed %s", action.interface, ", ".join(done))
         elif isinstance(action, act.SendRouterSolicitation):
             transport.send_router_solicitation(socket.if_nametoindex(action.interface))
         elif isinstance(action, act.AnnounceHomeAddress):

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import socket
 import struct
-from ipaddress import IPv6Address, IPv6Interface
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 from pyroute2 import IPRoute
 
 IFA_F_NODAD = 0x02
+IFA_F_PERMANENT = 0x80
+RTPROT_RA = 9
+MAIN_TABLE = 254
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 IPV6_JOIN_ANYCAST = 27  # linux/in6.h; not exported by the socket module
@@ -73,6 +76,39 @@ def remove_from_links(address: IPv6Address, keep: str = "lo") -> None:
                 ipr.addr(
                     "del", index=msg["index"], address=str(address), prefixlen=msg["prefixlen"]
                 )
+
+
+def leave_old_links(
+    ifname: str,
+    router: IPv6Address | None,
+    prefixes: tuple[IPv6Network, ...],
+    keep: set[IPv6Address],
+) -> list[str]:
+    """Delete autoconfigured addresses outside ``prefixes`` and RA default routes through
+    other routers. Static (permanent) addresses and ``keep`` are left alone."""
+    done = []
+    with IPRoute() as ipr:
+        index = _index(ipr, ifname)
+        for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
+            if msg["scope"] != RT_SCOPE_UNIVERSE:
+                continue
+            address = IPv6Address(msg.get_attr("IFA_ADDRESS"))
+            flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+            if flags & IFA_F_PERMANENT or address in keep or any(address in p for p in prefixes):
+                continue
+            ipr.addr("del", index=index, address=str(address), prefixlen=msg["prefixlen"])
+            done.append(f"address {address}")
+        for route in ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE):
+            if route["proto"] != RTPROT_RA or route["dst_len"] != 0:
+                continue
+            if route.get_attr("RTA_OIF") != index:
+                continue
+            gateway = route.get_attr("RTA_GATEWAY")
+            if router is not None and gateway is not None and IPv6Address(gateway) == router:
+                continue
+            ipr.route("del", dst="::/0", family=socket.AF_INET6, gateway=gateway, oif=index)
+            done.append(f"default route via {gateway}")
+    return done
 
 
 def enable_optimistic_dad(ifname: str) -> None:

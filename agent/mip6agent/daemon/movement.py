@@ -30,6 +30,7 @@ class InterfaceState:
     name: str
     up: bool
     addresses: tuple[IPv6Interface, ...]
+    carrier_changes: int = 0
 
 
 def usable(flags: int) -> bool:
@@ -44,7 +45,7 @@ def read_state(ipr: IPRoute, names: tuple[str, ...]) -> list[InterfaceState]:
     for name in names:
         links = ipr.link_lookup(ifname=name)
         if not links:
-            out.append(InterfaceState(name, False, ()))
+            out.append(InterfaceState(name, False, (), 0))
             continue
         index = links[0]
         link = ipr.get_links(index)[0]
@@ -57,7 +58,8 @@ def read_state(ipr: IPRoute, names: tuple[str, ...]) -> list[InterfaceState]:
             flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
             if usable(flags):
                 addresses.append(IPv6Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
-        out.append(InterfaceState(name, up, tuple(addresses)))
+        changes = link.get_attr("IFLA_CARRIER_CHANGES") or 0
+        out.append(InterfaceState(name, up, tuple(addresses), changes))
     return out
 
 
