@@ -93,9 +93,15 @@ class SendRouterSolicitation:
 
 @dataclass(frozen=True, slots=True)
 class StateChanged:
-    """Persist the named table (binding cache or binding update list)."""
+    """Persist the named table (binding cache or binding update list).
+
+    ``urgent`` changes (a binding created, moved or removed) are written at once; others
+    (a refresh that only extends a lifetime) may be batched, since losing one only makes
+    a restored binding expire early, and the mobile node refreshes it again.
+    """
 
     table: str
+    urgent: bool = True
 
 
 @dataclass(frozen=True, slots=True)

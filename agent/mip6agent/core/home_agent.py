@@ -326,7 +326,7 @@ class HomeAgent:
             out.append(
                 act.Log("info", f"{binding.home_address} moved to {binding.care_of_address}")
             )
-        out.append(act.StateChanged("binding_cache"))
+        out.append(act.StateChanged("binding_cache", urgent=moved))
         advice = self.settings.refresh_advice
         if advice is not None and advice < lifetime:
             request.extra.append(BindingRefreshAdvice(int(advice) // LIFETIME_UNIT))

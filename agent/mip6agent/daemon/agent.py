@@ -42,6 +42,7 @@ log = logging.getLogger("mip6agent")
 TABLES = {"ha": "binding_cache", "mn": "binding_update_list"}
 ROLE_NAMES = {"ha": "home agent", "mn": "mobile node", "cn": "correspondent node"}
 ONE_ROLE = "the home agent and mobile node functions cannot be active on one host"
+SAVE_DELAY = 1.0  # seconds a lifetime-only change may wait before it is written
 
 
 class AgentError(Exception):
@@ -62,6 +63,10 @@ class Agent:
         self.anycast: kernel.AnycastMembership | None = None
         self.ha_enabled = True
         self._carrier_changes: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._save_timer: asyncio.TimerHandle | None = None
+        # Saves run in order on their own thread so that a newer state is never overtaken.
+        self._saver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-save")
         self._kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-kernel")
         self._queue: asyncio.Queue[list] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -173,6 +178,8 @@ class Agent:
         if getattr(self, "_consumer", None) is not None:
             await self._queue.join()
             self._consumer.cancel()
+        await self._save()
+        self._saver.shutdown(wait=True)
         if self.control is not None:
             await self.control.close()
         if self.transport is not None:
@@ -253,8 +260,13 @@ class Agent:
         elif isinstance(action, act.Log):
             log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
         elif isinstance(action, act.StateChanged):
-            if self.core is not None:
-                self.store.save(action.table, self.core.snapshot())
+            self._dirty.add(action.table)
+            if action.urgent:
+                await self._save()
+            elif self._save_timer is None:
+                self._save_timer = self._loop.call_later(
+                    SAVE_DELAY, lambda: asyncio.ensure_future(self._save())
+                )
         elif isinstance(action, act.LeaveOldLinks):
             keep = set(self.core.entries) if isinstance(self.core, MobileNode) else set()
             done = await self.kernel(
@@ -300,6 +312,17 @@ class Agent:
             if action.at_home:
                 address = IPv6Interface(f"{action.home_address}/{action.prefix.prefixlen}")
                 await self.kernel(kernel.place_home_address, address, action.interface)
+
+    async def _save(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+            self._save_timer = None
+        if self.core is None or not self._dirty:
+            return
+        tables, self._dirty = self._dirty, set()
+        snapshot = self.core.snapshot()
+        for table in tables:
+            await self._loop.run_in_executor(self._saver, self.store.save, table, snapshot)
 
     # --- configuration and control ------------------------------------------------------------
 
