@@ -759,3 +759,31 @@ def test_config_rejects_overlapping_numbers() -> None:
         DataPlaneConfig(decap_table=254)
     with pytest.raises(ValueError, match="proto"):
         DataPlaneConfig(proto=2)
+
+
+def test_repeated_binds_take_the_indexed_path_and_stay_exact(make_topology: Any) -> None:
+    """Many registrations, moves and removals: the kernel holds exactly what is bound."""
+    topo = make_topology(mn_link="foreign1")
+    ha, _ = backends(topo)
+    ha.ha_setup(HOME, HA_ADDRESS)
+    homes = [IPv6Address(f"2001:db8:1::{n:x}") for n in range(0x200, 0x240)]
+    for n, home in enumerate(homes):
+        ha.ha_bind(home, IPv6Address(f"2001:db8:2::{n % 4 + 0x10:x}"), HA_ADDRESS, HOME)
+    for n, home in enumerate(homes[:10]):  # ten of them move to foreign2
+        ha.ha_bind(home, IPv6Address(f"2001:db8:3::{n + 0x10:x}"), HA_ADDRESS, HOME)
+    for home in homes[30:]:
+        ha.ha_unbind(home)
+    expected = {
+        home: IPv6Address(f"2001:db8:3::{n + 0x10:x}")
+        if n < 10
+        else IPv6Address(f"2001:db8:2::{n % 4 + 0x10:x}")
+        for n, home in enumerate(homes[:30])
+    }
+    view = KernelView(topo, "ha")
+    for home in homes:
+        assert len(view.routes_to(home)) == (1 if home in expected else 0)
+    assert sorted(p.address for p in view.proxies) == sorted(expected)
+    decap_sources = {r.src.network_address for r in view.routes_to(HA_ADDRESS) if r.src}
+    assert decap_sources == set(expected.values()), "one decapsulation per CoA still in use"
+    # a fresh backend object (an agent restart) reads the same bindings from the kernel
+    assert backends(topo)[0].ha_bindings() == expected

@@ -24,7 +24,7 @@ from dataclasses import replace
 from ipaddress import IPv6Address
 
 from .base import DataPlaneConfig, DataPlaneError
-from .common import UNSPECIFIED, HomeState, KernelBackend
+from .common import UNSPECIFIED, HomeState, KernelBackend, _check_away, _check_unicast
 from .netlink import (
     DEFAULT_ROUTE,
     RT_TABLE_LOCAL,
@@ -32,6 +32,7 @@ from .netlink import (
     SEG6_LOCAL_ACTION_END_DT6,
     SEG6_LOCAL_ACTION_END_DX6,
     Netlink,
+    ProxyEntry,
     Route,
     Seg6Encap,
     Seg6LocalEncap,
@@ -49,6 +50,87 @@ class Seg6DataPlane(KernelBackend):
     def __init__(self, config: DataPlaneConfig | None = None, netlink: Netlink | None = None):
         super().__init__(config, netlink)
         self._strict = self.config.strict_decap
+        # HoA -> (CoA, home ifindex) as installed, read from the kernel once. Dumping every
+        # route per registration made filling the table O(N^2) (bench/ha_rate.py).
+        self._bound: dict[IPv6Address, tuple[IPv6Address, int]] | None = None
+        self._reconciling = False
+
+    # --- home agent fast path -----------------------------------------------------------
+
+    def _bindings_index(self) -> dict[IPv6Address, tuple[IPv6Address, int]]:
+        if self._bound is None:
+            links = self._ha_links()
+            self._bound = {h: (c, links.get(h, 0)) for h, c in self.ha_bindings().items()}
+        return self._bound
+
+    def ha_bind(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home_ifname: str
+    ) -> None:
+        """As KernelBackend.ha_bind, in three netlink writes when nothing else changes."""
+        if self._reconciling or self._ha_ready != (home_ifname, ha_addr):
+            super().ha_bind(hoa, coa, ha_addr, home_ifname)
+            self._bound = None
+            return
+        _check_unicast(hoa, "home address")
+        _check_unicast(coa, "care-of address")
+        _check_away(hoa, coa)
+        home = self._nl.ifindex(home_ifname)
+        bound = self._bindings_index()
+        old = bound.get(hoa)
+        decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
+        self._install_decap(decap, f"decapsulation of {coa} -> {ha_addr}")
+        route = self._encap(hoa, RT_TABLE_MAIN, home, coa)
+        self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
+        self._nl.replace_proxy(ProxyEntry(hoa, home, self.config.proto), f"proxy NDP for {hoa}")
+        bound[hoa] = (coa, home)
+        if old is not None and old[1] != home:
+            stale = ProxyEntry(hoa, old[1], self.config.proto)
+            self._nl.delete_proxy(stale, f"stale proxy NDP for {hoa}")
+            self._nl.delete_route(
+                self._encap(hoa, RT_TABLE_MAIN, old[1], old[0]), f"old tunnel route for {hoa}"
+            )
+        if old is not None and old[0] != coa:
+            self._release_decap(old[0], ha_addr, old[1])
+
+    def ha_unbind(self, hoa: IPv6Address) -> None:
+        ready = self._ha_ready is not None and not self._reconciling
+        old = self._bindings_index().pop(hoa, None) if ready else None
+        if old is None or self._ha_ready is None:
+            super().ha_unbind(hoa)
+            self._bound = None
+            return
+        coa, home = old
+        self._nl.delete_proxy(ProxyEntry(hoa, home, self.config.proto), f"proxy NDP for {hoa}")
+        self._nl.delete_route(self._encap(hoa, RT_TABLE_MAIN, home, coa), f"tunnel route for {hoa}")
+        self._release_decap(coa, self._ha_ready[1], home)
+
+    def _release_decap(self, coa: IPv6Address, ha_addr: IPv6Address, home: int) -> None:
+        """Drop the decapsulation from ``coa`` when no binding uses that CoA any more."""
+        assert self._bound is not None
+        in_use = {c for c, _ in self._bound.values()}
+        if not self._strict:
+            if not in_use:
+                self._nl.delete_route(
+                    replace(self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6), src=None),
+                    "unused decapsulation",
+                )
+            return
+        if coa not in in_use:
+            decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
+            self._nl.delete_route(decap, f"unused decapsulation from {coa}")
+
+    def ha_reconcile(self, wanted, ha_addr, home_ifname):  # type: ignore[no-untyped-def]
+        # Reconciliation trusts only the kernel and does the full checks (duplicates, stray
+        # proxies); the index is read again afterwards.
+        self._bound, self._reconciling = None, True
+        try:
+            return super().ha_reconcile(wanted, ha_addr, home_ifname)
+        finally:
+            self._bound, self._reconciling = None, False
+
+    def cleanup(self) -> None:
+        self._bound = None
+        super().cleanup()
 
     # --- building blocks --------------------------------------------------------------
 
