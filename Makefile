@@ -34,7 +34,7 @@ format: venv
 	$(BIN)/ruff format .
 
 unit: venv
-	$(BIN)/pytest agent/tests tests/unit -m "not long"
+	$(BIN)/pytest agent/tests tests/unit -m "not long and not lab"
 
 # The property tests with a large example count, and the bounded-time fuzz target.
 test-long: venv
