@@ -306,8 +306,12 @@ class HomeAgent:
             existing.registered if existing is not None else now,
         )
         self.cache.put(binding)
-        out: list = []
         moved = existing is None or existing.care_of_address != binding.care_of_address
+        advice = self.settings.refresh_advice
+        if advice is not None and advice < lifetime:
+            request.extra.append(BindingRefreshAdvice(int(advice) // LIFETIME_UNIT))
+        # Order matters for handover time: route first, then the BA, then the rest.
+        out: list = []
         if moved:
             out.append(
                 act.InstallBinding(
@@ -317,6 +321,7 @@ class HomeAgent:
                     link.interface,
                 )
             )
+        out += self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=units)
         if existing is None:
             out.append(act.AnnounceHomeAddress(binding.home_address, link.interface))
             out.append(
@@ -327,10 +332,7 @@ class HomeAgent:
                 act.Log("info", f"{binding.home_address} moved to {binding.care_of_address}")
             )
         out.append(act.StateChanged("binding_cache", urgent=moved))
-        advice = self.settings.refresh_advice
-        if advice is not None and advice < lifetime:
-            request.extra.append(BindingRefreshAdvice(int(advice) // LIFETIME_UNIT))
-        return out + self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=units)
+        return out
 
     def _deregister(self, request: _Request, existing: Binding | None, now: float) -> list:
         if existing is None:

@@ -363,12 +363,14 @@ class MobileNode:
         if advice is not None and 0 < advice.interval_seconds < refresh:
             refresh = advice.interval_seconds
         entry.refresh_at = now + refresh
-        out: list = [act.StateChanged("binding_update_list")]
+        out: list = []
         assert entry.interface is not None and entry.home_agent is not None
         if entry.tunnel != (coa, entry.interface):
             entry.tunnel = (coa, entry.interface)
             out.append(act.AttachTunnel(entry.home_address, coa, entry.home_agent, entry.interface))
             out.append(act.Log("info", f"{entry.home_address} registered at {coa}"))
+        # After the tunnel: traffic should not wait for the state file's fsync.
+        out.append(act.StateChanged("binding_update_list"))
         return out
 
     def _resend(self, entry: BULEntry, now: float) -> list:
