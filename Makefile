@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 APT_PACKAGES := tshark radvd nftables iproute2
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format unit test-long fuzz bench apt venv clean sanity ansible-lint
+.PHONY: test lint format unit test-long fuzz bench apt venv clean sanity ansible-lint \
+	lab-bootstrap lab-image lab-venv lab-test molecule
 
 test: apt venv lint ansible-lint unit sanity test-long
 
@@ -62,6 +63,28 @@ sanity: venv
 
 ansible-lint: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production --offline
+
+# The Podman lab (docs/lab.md): podman, runc and debootstrap, an image keyed by a hash of
+# its inputs, and the bundled containers.podman collection from the `ansible` package.
+LAB_STAMP := $(VENV)/.lab-installed
+
+lab-bootstrap:
+	lab/bootstrap.sh
+
+lab-image: lab-bootstrap
+	lab/build-image.sh --prune
+
+lab-venv: $(LAB_STAMP)
+
+$(LAB_STAMP): $(STAMP) requirements-lab.txt
+	$(BIN)/pip install -q -c constraints.txt -r requirements-lab.txt
+	touch $@
+
+lab-test: venv lab-venv lab-bootstrap
+	MIP6_LAB_REQUIRED=1 $(BIN)/pytest agent/tests/test_lab.py -m lab -v
+
+molecule: venv lab-venv lab-bootstrap
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/molecule test
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache .hypothesis .ruff_cache
