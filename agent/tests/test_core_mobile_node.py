@@ -141,6 +141,9 @@ def test_handover_then_return_home_deregisters() -> None:
     net.move(F1, T0)
     out = net.move(F2, T0 + 10)
     assert act.AttachTunnel(HOA, F2.ip, HA, "eth0") in out
+    # the new CoA accepts tunnelled packets before the BU goes out
+    prepare = out.index(act.PrepareCareOf(F2.ip, HA, "eth0"))
+    assert isinstance(out[prepare + 1], act.SendPacket)
     assert agent.cache.get(HOA).care_of_address == F2.ip
     out = net.move(AT_HOME, T0 + 20)
     assert act.DetachTunnel(HOA, PREFIX, "eth0") in out

@@ -63,6 +63,15 @@ class AttachTunnel:
 
 
 @dataclass(frozen=True, slots=True)
+class PrepareCareOf:
+    """MN about to register ``care_of_address``: accept tunnelled packets there already."""
+
+    care_of_address: IPv6Address
+    home_agent: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
 class DetachTunnel:
     """MN: remove the tunnel; back home, also put the home address on the home link."""
 
@@ -118,6 +127,7 @@ Action = (
     | StartDAD
     | StopDAD
     | AttachTunnel
+    | PrepareCareOf
     | DetachTunnel
     | SendRouterSolicitation
     | LeaveOldLinks

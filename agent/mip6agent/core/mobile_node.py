@@ -218,7 +218,12 @@ class MobileNode:
         entry.timeout = (
             self.settings.initial_timeout_first if first else self.settings.initial_timeout
         )
-        return self._send_bu(entry, now, self.settings.lifetime)
+        out: list = []
+        coa, interface = entry.care_of_address, entry.interface
+        if entry.tunnel is not None and coa is not None and interface is not None:
+            # A handover: be ready for the HA's packets at the new CoA before it sends them.
+            out.append(act.PrepareCareOf(coa, entry.home_agent, interface))
+        return out + self._send_bu(entry, now, self.settings.lifetime)
 
     def _send_bu(self, entry: BULEntry, now: float, lifetime: float) -> list:
         assert entry.home_agent is not None

@@ -306,6 +306,11 @@ class Agent:
                 action.home_agent,
                 action.interface,
             )
+        elif isinstance(action, act.PrepareCareOf):
+            assert dataplane is not None
+            await self.kernel(
+                dataplane.mn_prepare, action.care_of_address, action.home_agent, action.interface
+            )
         elif isinstance(action, act.DetachTunnel):
             assert dataplane is not None
             await self.kernel(dataplane.mn_detach, action.home_address)

@@ -204,6 +204,12 @@ class KernelBackend:
         table = states[hoa].table if hoa in states else self._free_table(states)
         self._mn_install(hoa, coa, ha_addr, index, table)
 
+    def mn_prepare(self, coa: IPv6Address, ha_addr: IPv6Address, ifname: str) -> None:
+        """Before a handover's BU: accept what the HA will tunnel to the new CoA.
+
+        Optional speed-up; mn_attach installs the same. Backends without it do nothing.
+        """
+
     def mn_detach(self, hoa: IPv6Address) -> None:
         """Back home: drop the HoA's rule, its table and its address on ``lo``."""
         for rule in self._our_rules():
