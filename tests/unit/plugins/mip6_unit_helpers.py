@@ -159,7 +159,7 @@ class FakeAgent:
         assert self._sock is not None
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, _peer = self._sock.accept()
             except OSError:
                 return
             with conn:
@@ -187,7 +187,7 @@ class FakeAgent:
 
     @property
     def commands(self) -> list[str]:
-        return [command for command, _ in self.requests]
+        return [command for command, _args in self.requests]
 
     @property
     def changing(self) -> list[str]:

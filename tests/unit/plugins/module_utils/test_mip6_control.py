@@ -79,7 +79,7 @@ def _server(path: str, behaviour) -> threading.Thread:
     listener.listen(1)
 
     def serve() -> None:
-        conn, _ = listener.accept()
+        conn, _peer = listener.accept()
         with conn, listener:
             conn.recv(65536)
             behaviour(conn)
