@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd systemd
+APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd systemd shellcheck
 STAMP := $(VENV)/.installed
 
 .PHONY: test lint format unit test-long fuzz bench apt venv clean sanity ansible-lint \
