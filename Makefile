@@ -18,7 +18,11 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-venv: $(STAMP)
+venv: $(STAMP) collections/ansible_collections/mobileip/mipv6
+
+# ansible.cfg finds this collection through a symlink to the checkout.
+collections/ansible_collections/mobileip/mipv6:
+	mkdir -p $(dir $@) && ln -sfn ../../.. $@
 
 $(STAMP): constraints.txt agent/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

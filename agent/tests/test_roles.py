@@ -1,17 +1,21 @@
-"""The collection's roles, inventories and playbooks, without changing any host.
+"""The collection's roles, inventories and playbooks, without changing this machine.
 
 - ``ansible-playbook --syntax-check`` of every playbook against both inventories;
 - the roles' validation: plays that apply each role with bad variables to local hosts in
   check mode fail with one message naming the variable and the host;
-- agent.yml and keys.yml rendered for every host of both inventories (the roles'
-  ``mip6_validate_only`` run keeps the preflight's files) and checked with the real agent
+- agent.yml and keys.yml rendered for every host of both inventories (site.yml with
+  ``mip6_validate_only``, keeping the preflight's files), checked with the real agent
   validator (``python -m mip6agent.cli.mip6agent --config FILE --check``);
+- the roles' activation (``mobileip.mipv6.mip6_config``) against real agents in network
+  namespaces started from those files: nothing to change, then a change, then nothing;
 - the role variables map 1:1, with the same defaults, onto the agent configuration schema;
-- the wheelhouse is built on this controller (PyPI) and installed offline into a venv;
+- the wheelhouse is built on this controller (PyPI) and installed offline into a venv by
+  the role's own tasks, twice (the second run changes nothing);
 - the stats playbook writes its report; ansible-lint's production profile is clean.
 
-Applying the roles to real hosts (services, sysctls, radvd, idempotence on a second run)
-is the Molecule lab's job (docs/roles.md, "What is tested where").
+The slow ansible runs start together when the module starts (``background``) and share
+the cores. Applying the whole roles to real hosts (packages, services, sysctls, radvd,
+idempotence of a full second run) is the Molecule lab's job (docs/roles.md).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,7 +46,6 @@ EXAMPLE_VAULT_PASSWORD = "example-only-not-a-secret"
 # Playbooks and roles call these modules; a test that runs them needs the module file.
 MODULES = ("mip6_config", "mip6_stat", "mip6_capabilities")
 AGENT_PYTHON = REPO / ".venv/bin/python"
-LAB_KEY = "a5956e89b17d7c37167d0780d8c8d9d6396922fd"
 
 
 def ansible_bin(name: str) -> Path:
@@ -84,28 +89,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-RENDER_TESTS = {
-    "test_every_agent_host_rendered",
-    "test_rendered_configs_pass_the_agent_validator",
-    "test_rendered_values_follow_the_variables",
-}
-
-
 @pytest.fixture(scope="module")
-def render_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("rendered")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Files of the background runs: inventories, plays, rendered configurations, reports."""
+    return tmp_path_factory.mktemp("roles")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def background(request: pytest.FixtureRequest, env: dict[str, str], render_dir: Path):
-    """Start the slow independent runs (site.yml renders, ansible-lint) the selected tests
-    need, before any test runs."""
-    selected = {item.originalname for item in request.session.items}
+def background(request: pytest.FixtureRequest, env: dict[str, str], work: Path):
+    """Start every slow, independent ansible run (syntax checks, the validation play, the
+    site.yml renders, the stats play, ansible-lint) that the selected tests need before any
+    test runs, so that they share the machine's cores; each test collects its result."""
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items}
     runs = Background()
-    if selected & RENDER_TESTS:
-        start_renders(runs, env, render_dir)
-    if "test_ansible_lint_production_profile" in selected:
-        runs.start("lint", lint_command(), env)
+    for job in JOBS:
+        if selected & job.tests:
+            job.start(runs, env, work)
     yield runs
     runs.stop()
 
@@ -168,6 +167,14 @@ class Background:
                 process.communicate()
 
 
+class Job:
+    """A background run: the tests that read it and how to start it."""
+
+    def __init__(self, tests: set[str], start) -> None:
+        self.tests = tests
+        self.start = start
+
+
 FAILED = re.compile(r"^(?:fatal|failed): \[([^\]]+?)(?: -> [^\]]+)?\]: FAILED! => (\{.*\})$")
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
@@ -202,11 +209,18 @@ def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
 # --- syntax ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("inventory", sorted(INVENTORIES))
-def test_playbooks_syntax(env: dict[str, str], inventory: str) -> None:
-    require_modules(*MODULES)
+def start_syntax(runs: Background, env: dict[str, str], work: Path) -> None:
     paths = [str(REPO / "playbooks" / p) for p in PLAYBOOKS]
-    result = playbook(env, "--syntax-check", "-i", str(INVENTORIES[inventory]), *paths)
+    for name, inventory in INVENTORIES.items():
+        runs.start(
+            f"syntax-{name}", *playbook_command(env, "--syntax-check", "-i", str(inventory), *paths)
+        )
+
+
+@pytest.mark.parametrize("inventory", sorted(INVENTORIES))
+def test_playbooks_syntax(background: Background, inventory: str) -> None:
+    require_modules(*MODULES)
+    result = background.result(f"syntax-{inventory}")
     assert result.returncode == 0, result.stdout + result.stderr
     for p in PLAYBOOKS:
         assert f"playbook: {REPO / 'playbooks' / p}" in result.stdout
@@ -269,6 +283,13 @@ CASES: dict[str, tuple[str, dict, list[str], list[str] | None]] = {
         [],
         ["mip6_ha_ra_prefix_preferred_lifetime (900 s) is longer than mip6_ha_ra_prefix_valid"],
     ),
+    "ha-radvd-router-address": (
+        "ha",
+        {"mip6_ha_home_prefixes": ["2001:db8:2::/64", "2001:db8:1::/64"]},
+        [],
+        ["router_address", "2001:db8:1::1"],
+    ),
+    "ha-ipsec-missing": ("ha", {"mip6_ha_ipsec": True}, [], ["mip6_ipsec_home_agent_address"]),
     "ha-also-mn": (
         "ha",
         {"mip6_ha_mobile_node_group": "mobile_nodes"},
@@ -407,7 +428,7 @@ CASES: dict[str, tuple[str, dict, list[str], list[str] | None]] = {
 }
 # Failures of the roles' argument specifications: Ansible's own message names the variable;
 # the host is the one of the "fatal: [host]" line.
-SPEC_CASES = {"ha-preference-type", "mn-suboption", "mn-eager"}
+SPEC_CASES = {"ha-preference-type", "mn-suboption", "mn-eager", "ha-ipsec-missing"}
 
 
 def validation_inventory(bindir: Path) -> dict:
@@ -466,13 +487,17 @@ VALIDATION_PLAY = [
 ]
 
 
-def test_validation_names_variable_and_host(env: dict[str, str], tmp_path: Path) -> None:
+def start_validation(runs: Background, env: dict[str, str], work: Path) -> None:
     bindir = ansible_bin("ansible-playbook").parent
-    inventory = tmp_path / "hosts.yml"
+    inventory = work / "validation-hosts.yml"
     inventory.write_text(yaml.safe_dump(validation_inventory(bindir)))
-    play = tmp_path / "validate.yml"
+    play = work / "validation.yml"
     play.write_text(yaml.safe_dump(VALIDATION_PLAY, sort_keys=False))
-    result = playbook(env, "-i", str(inventory), "--check", str(play))
+    runs.start("validation", *playbook_command(env, "-i", str(inventory), "--check", str(play)))
+
+
+def test_validation_names_variable_and_host(background: Background) -> None:
+    result = background.result("validation")
     failed = failures(result)
     problems = []
     for host, (_, _, _, expected) in CASES.items():
@@ -541,11 +566,12 @@ RENDER_RUNS = {
 }
 
 
-def start_renders(background: Background, env: dict[str, str], out: Path) -> None:
+def start_renders(runs: Background, env: dict[str, str], work: Path) -> None:
     bindir = ansible_bin("ansible-playbook").parent
+    out = work / "rendered"
     for name, extra in RENDER_RUNS.items():
         inventory = INVENTORIES[name.split("-")[0]]
-        background.start(
+        runs.start(
             f"render-{name}",
             *playbook_command(
                 env, "-i", str(inventory), str(REPO / "playbooks/site.yml"), *local_vars(bindir),
@@ -556,12 +582,12 @@ def start_renders(background: Background, env: dict[str, str], out: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def rendered(background: Background, render_dir: Path) -> dict[str, Path]:
+def rendered(background: Background, work: Path) -> dict[str, Path]:
     for name in RENDER_RUNS:
         result = background.result(f"render-{name}")
         assert result.returncode == 0, f"{name}:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
         assert all(r["failed"] == 0 for r in recap(result).values()), result.stdout[-4000:]
-    return {name: render_dir / name for name in RENDER_RUNS}
+    return {name: work / "rendered" / name for name in RENDER_RUNS}
 
 
 @pytest.mark.parametrize("inventory", sorted(INVENTORIES))
@@ -693,6 +719,132 @@ def test_rendered_values_follow_the_variables(rendered: dict[str, Path]) -> None
     assert "home_agent" not in cn1 and "mobile_node" not in cn1
 
 
+# --- activation against running agents ------------------------------------------------------
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@pytest.fixture
+def lab_agents(rendered: dict[str, Path], tmp_path: Path):
+    """The lab's ha1, mn1 and cn1 agents, each in a network namespace of its own (ha1 and mn1
+    joined by a veth pair on the home link), started from the agent.yml and keys.yml the
+    roles rendered for them; only control_socket and state_dir are moved under tmp_path."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and ip(8) for network namespaces")
+    tag = f"m6t{os.getpid() % 100000}"
+    hosts = {"ha1": "2001:db8:1::1/64", "mn1": "2001:db8:1::100/64", "cn1": None}
+    processes, sockets = [], {}
+    try:
+        for host in hosts:
+            sh("ip", "netns", "add", f"{tag}-{host}")
+            sh("ip", "-n", f"{tag}-{host}", "link", "set", "lo", "up")
+        sh("ip", "link", "add", f"{tag}a", "type", "veth", "peer", "name", f"{tag}b")
+        for end, host in ((f"{tag}a", "ha1"), (f"{tag}b", "mn1")):
+            sh("ip", "link", "set", end, "netns", f"{tag}-{host}")
+            sh("ip", "-n", f"{tag}-{host}", "link", "set", end, "name", "eth0")
+            sh("ip", "-n", f"{tag}-{host}", "addr", "add", hosts[host], "dev", "eth0", "nodad")
+            sh("ip", "-n", f"{tag}-{host}", "link", "set", "eth0", "up")
+        for host in hosts:
+            sockets[host] = tmp_path / f"{host}.sock"
+            config = (rendered["lab"] / host / "agent.yml").read_text()
+            config = config.replace('"/run/mip6/agent.sock"', f'"{sockets[host]}"')
+            config = config.replace('"/var/lib/mip6"', f'"{tmp_path / host}"')
+            (tmp_path / f"{host}.yml").write_text(config)
+            log = (tmp_path / f"{host}.log").open("w")
+            command = [
+                *("ip", "netns", "exec", f"{tag}-{host}", str(REPO / ".venv/bin/mip6agent")),
+                *("--config", str(tmp_path / f"{host}.yml")),
+            ]
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 20
+        while not all(s.exists() for s in sockets.values()):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                logs = {h: (tmp_path / f"{h}.log").read_text() for h in hosts}
+                pytest.fail(f"the agents did not start: {logs}")
+            time.sleep(0.1)
+        yield sockets
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for host in hosts:
+            subprocess.run(["ip", "netns", "del", f"{tag}-{host}"], capture_output=True)
+
+
+def test_activation_agrees_with_the_rendered_configuration(
+    env: dict[str, str], lab_agents: dict[str, Path], tmp_path: Path
+) -> None:
+    """The ha, mn and cn roles' activation (mobileip.mipv6.mip6_config, tasks/activate.yml)
+    with the lab inventory's variables against agents running the agent.yml the roles
+    rendered from the same variables: nothing to change. A changed variable is applied
+    (a diff, changed) and a repeat changes nothing."""
+    require_modules("mip6_config")
+    bindir = ansible_bin("ansible-playbook").parent
+    overrides = {
+        "all": {
+            "hosts": {
+                host: {"mip6_agent_control_socket": str(socket), "test_role": host[:2]}
+                for host, socket in lab_agents.items()
+            },
+            "vars": {
+                # What the cn role's main.yml builds from mip6_cn_* for tasks/activate.yml.
+                "mip6_agent_correspondent_node": {
+                    "route_optimization": "{{ mip6_cn_route_optimization | bool }}",
+                    "binding_refresh_request_before": (
+                        "{{ mip6_cn_binding_refresh_request_before }}"
+                    ),
+                }
+            },
+        }
+    }
+    (tmp_path / "overrides.yml").write_text(yaml.safe_dump(overrides))
+    play = [
+        {
+            "name": "Activation as the roles do it",
+            "hosts": "ha1:mn1:cn1",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "Activate",
+                    "ansible.builtin.include_role": {
+                        "name": "mobileip.mipv6.{{ test_role }}",
+                        "tasks_from": "activate",
+                    },
+                }
+            ],
+        }
+    ]
+    (tmp_path / "activate.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    base = [
+        "-i", str(INVENTORIES["lab"]), "-i", str(tmp_path / "overrides.yml"),
+        str(tmp_path / "activate.yml"), *local_vars(bindir),
+    ]  # fmt: skip
+    same = playbook(env, *base)
+    assert same.returncode == 0, same.stdout[-4000:] + same.stderr[-2000:]
+    assert {h: r["changed"] for h, r in recap(same).items()} == {"ha1": 0, "mn1": 0, "cn1": 0}
+    change = [
+        "-e", "mip6_ha_preference=20", "-e", "mip6_mn_home_registration_lifetime=1800",
+        "-e", "mip6_cn_route_optimization=true", "--diff",
+    ]  # fmt: skip
+    changed = playbook(env, *base, *change)
+    assert changed.returncode == 0, changed.stdout[-4000:]
+    assert {h: r["changed"] for h, r in recap(changed).items()} == {"ha1": 1, "mn1": 1, "cn1": 1}
+    for line in (
+        "+  preference: 20",
+        "+  home_registration_lifetime: 1800",
+        "+  route_optimization: true",
+    ):
+        assert line in changed.stdout, changed.stdout[-4000:]
+    again = playbook(env, *base, *change)
+    assert {h: r["changed"] for h, r in recap(again).items()} == {"ha1": 0, "mn1": 0, "cn1": 0}
+
+
 # --- the wheelhouse: built on the controller, installed offline -----------------------------
 
 
@@ -808,12 +960,12 @@ SAMPLE_REPORT = {
 }
 
 
-def test_stats_playbook_writes_the_report(env: dict[str, str], tmp_path: Path) -> None:
-    """stats.yml against the lab's hosts as this machine, where no agent runs: every host is
-    reported with its error, in JSON and in the table; the table of a sample report."""
-    require_modules("mip6_stat")
+def start_stats(runs: Background, env: dict[str, str], work: Path) -> None:
+    """stats.yml against the lab's hosts as this machine, then the table of a sample report."""
     bindir = ansible_bin("ansible-playbook").parent
-    sample = tmp_path / "sample.json"
+    out = work / "stats"
+    out.mkdir()
+    sample = out / "sample.json"
     sample.write_text(json.dumps(SAMPLE_REPORT))
     table_template = REPO / "playbooks/templates/mip6-stats.txt.j2"
     play = [
@@ -832,26 +984,31 @@ def test_stats_playbook_writes_the_report(env: dict[str, str], tmp_path: Path) -
                     "vars": {"sample": str(sample), "table": str(table_template)},
                     "ansible.builtin.copy": {
                         "content": "{{ lookup('ansible.builtin.template', table) }}",
-                        "dest": str(tmp_path / "sample.txt"),
+                        "dest": str(out / "sample.txt"),
                         "mode": "0644",
                     },
                 }
             ],
         },
     ]
-    path = tmp_path / "stats.yml"
+    path = out / "stats.yml"
     path.write_text(yaml.safe_dump(play, sort_keys=False))
-    result = playbook(
-        env,
-        "-i",
-        str(INVENTORIES["lab"]),
-        str(path),
-        *local_vars(bindir),
-        "-e",
-        f"mip6_stats_report_dir={tmp_path / 'report'}",
-        "-e",
-        "mip6_agent_control_socket=/nonexistent/agent.sock",
-    )
+    runs.start(
+        "stats",
+        *playbook_command(
+            env, "-i", str(INVENTORIES["lab"]), str(path), *local_vars(bindir),
+            "-e", f"mip6_stats_report_dir={out / 'report'}",
+            "-e", "mip6_agent_control_socket=/nonexistent/agent.sock",
+        ),
+    )  # fmt: skip
+
+
+def test_stats_playbook_writes_the_report(background: Background, work: Path) -> None:
+    """stats.yml where no agent runs: every host is reported with its error, in JSON and in
+    the table; the table of a sample report."""
+    require_modules("mip6_stat")
+    result = background.result("stats")
+    tmp_path = work / "stats"
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "report/mip6-stats.json").read_text())
     assert sorted(report["hosts"]) == ["cn1", "ha1", "mn1", "mn2"]
@@ -886,9 +1043,9 @@ LINT_PATHS = [f"roles/{r}" for r in ROLES] + ["playbooks"]
 MINE = tuple(f"{p}/" for p in LINT_PATHS)
 
 
-def lint_command() -> list[str]:
+def start_lint(runs: Background, env: dict[str, str], work: Path) -> None:
     command = [str(ansible_bin("ansible-lint")), "--profile", "production", "--offline"]
-    return [*command, "--nocolor", "-f", "json", *LINT_PATHS]
+    runs.start("lint", [*command, "--nocolor", "-f", "json", *LINT_PATHS], env)
 
 
 def test_ansible_lint_production_profile(background: Background) -> None:
@@ -1051,3 +1208,20 @@ def test_configuration_changes_reload_and_versions_restart() -> None:
     fixed = yaml.safe_load((REPO / "roles/agent/vars/main.yml").read_text())
     venv, config = fixed["__mip6_agent_venv"], fixed["__mip6_agent_config"]
     assert f"ExecStart={venv}/bin/mip6agent --config {config}" in unit
+
+
+JOBS = [
+    Job({"test_playbooks_syntax"}, start_syntax),
+    Job({"test_validation_names_variable_and_host"}, start_validation),
+    Job(
+        {
+            "test_every_agent_host_rendered",
+            "test_rendered_configs_pass_the_agent_validator",
+            "test_rendered_values_follow_the_variables",
+            "test_activation_agrees_with_the_rendered_configuration",
+        },
+        start_renders,
+    ),
+    Job({"test_stats_playbook_writes_the_report"}, start_stats),
+    Job({"test_ansible_lint_production_profile"}, start_lint),
+]
