@@ -40,7 +40,7 @@ def variable_for(path: str) -> str:
     ``mip6_mn_home_addresses[0].address``, ``dataplane`` -> ``mip6_agent_dataplane``."""
     if not path:
         return "the agent configuration"
-    section, _, rest = path.partition(".")
+    section, _dot, rest = path.partition(".")
     head = _HEAD.match(section)
     if head and head.group(1) in SECTION_VARIABLES:
         prefix = SECTION_VARIABLES[head.group(1)]
