@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 from pyroute2 import IPRoute
@@ -21,6 +22,17 @@ RT_SCOPE_LINK = 253
 IPV6_JOIN_ANYCAST = 27  # linux/in6.h; not exported by the socket module
 
 
+_local = threading.local()
+
+
+def _ipr() -> IPRoute:
+    """One netlink socket per thread, kept: opening one costs milliseconds in a handover."""
+    ipr = getattr(_local, "ipr", None)
+    if ipr is None:
+        ipr = _local.ipr = IPRoute()
+    return ipr
+
+
 def _index(ipr: IPRoute, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
@@ -29,13 +41,13 @@ def _index(ipr: IPRoute, ifname: str) -> int:
 
 
 def addresses(ifname: str, scope: int = RT_SCOPE_UNIVERSE) -> list[IPv6Interface]:
-    with IPRoute() as ipr:
-        index = _index(ipr, ifname)
-        return [
-            IPv6Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-            for m in ipr.get_addr(family=socket.AF_INET6, index=index)
-            if m["scope"] == scope
-        ]
+    ipr = _ipr()
+    index = _index(ipr, ifname)
+    return [
+        IPv6Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+        for m in ipr.get_addr(family=socket.AF_INET6, index=index)
+        if m["scope"] == scope
+    ]
 
 
 def interface_identifier(ifname: str) -> int:
@@ -48,34 +60,32 @@ def interface_identifier(ifname: str) -> int:
 
 def place_home_address(address: IPv6Interface, ifname: str) -> None:
     """Back home: the home address on the home interface (no DAD: the HA was defending it)."""
-    with IPRoute() as ipr:
-        index = _index(ipr, ifname)
-        present = [
-            m
-            for m in ipr.get_addr(family=socket.AF_INET6, index=index)
-            if m.get_attr("IFA_ADDRESS") == str(address.ip)
-        ]
-        if not present:
-            ipr.addr(
-                "add",
-                index=index,
-                address=str(address.ip),
-                prefixlen=address.network.prefixlen,
-                flags=IFA_F_NODAD,
-            )
+    ipr = _ipr()
+    index = _index(ipr, ifname)
+    present = [
+        m
+        for m in ipr.get_addr(family=socket.AF_INET6, index=index)
+        if m.get_attr("IFA_ADDRESS") == str(address.ip)
+    ]
+    if not present:
+        ipr.addr(
+            "add",
+            index=index,
+            address=str(address.ip),
+            prefixlen=address.network.prefixlen,
+            flags=IFA_F_NODAD,
+        )
 
 
 def remove_from_links(address: IPv6Address, keep: str = "lo") -> None:
     """Take ``address`` off every interface but ``keep`` (leaving home)."""
-    with IPRoute() as ipr:
-        for msg in ipr.get_addr(family=socket.AF_INET6):
-            if msg.get_attr("IFA_ADDRESS") != str(address):
-                continue
-            name = ipr.get_links(msg["index"])[0].get_attr("IFLA_IFNAME")
-            if name != keep:
-                ipr.addr(
-                    "del", index=msg["index"], address=str(address), prefixlen=msg["prefixlen"]
-                )
+    ipr = _ipr()
+    for msg in ipr.get_addr(family=socket.AF_INET6):
+        if msg.get_attr("IFA_ADDRESS") != str(address):
+            continue
+        name = ipr.get_links(msg["index"])[0].get_attr("IFLA_IFNAME")
+        if name != keep:
+            ipr.addr("del", index=msg["index"], address=str(address), prefixlen=msg["prefixlen"])
 
 
 def leave_old_links(
@@ -87,27 +97,27 @@ def leave_old_links(
     """Delete autoconfigured addresses outside ``prefixes`` and RA default routes through
     other routers. Static (permanent) addresses and ``keep`` are left alone."""
     done = []
-    with IPRoute() as ipr:
-        index = _index(ipr, ifname)
-        for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
-            if msg["scope"] != RT_SCOPE_UNIVERSE:
-                continue
-            address = IPv6Address(msg.get_attr("IFA_ADDRESS"))
-            flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-            if flags & IFA_F_PERMANENT or address in keep or any(address in p for p in prefixes):
-                continue
-            ipr.addr("del", index=index, address=str(address), prefixlen=msg["prefixlen"])
-            done.append(f"address {address}")
-        for route in ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE):
-            if route["proto"] != RTPROT_RA or route["dst_len"] != 0:
-                continue
-            if route.get_attr("RTA_OIF") != index:
-                continue
-            gateway = route.get_attr("RTA_GATEWAY")
-            if router is not None and gateway is not None and IPv6Address(gateway) == router:
-                continue
-            ipr.route("del", dst="::/0", family=socket.AF_INET6, gateway=gateway, oif=index)
-            done.append(f"default route via {gateway}")
+    ipr = _ipr()
+    index = _index(ipr, ifname)
+    for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
+        if msg["scope"] != RT_SCOPE_UNIVERSE:
+            continue
+        address = IPv6Address(msg.get_attr("IFA_ADDRESS"))
+        flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+        if flags & IFA_F_PERMANENT or address in keep or any(address in p for p in prefixes):
+            continue
+        ipr.addr("del", index=index, address=str(address), prefixlen=msg["prefixlen"])
+        done.append(f"address {address}")
+    for route in ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE):
+        if route["proto"] != RTPROT_RA or route["dst_len"] != 0:
+            continue
+        if route.get_attr("RTA_OIF") != index:
+            continue
+        gateway = route.get_attr("RTA_GATEWAY")
+        if router is not None and gateway is not None and IPv6Address(gateway) == router:
+            continue
+        ipr.route("del", dst="::/0", family=socket.AF_INET6, gateway=gateway, oif=index)
+        done.append(f"default route via {gateway}")
     return done
 
 
