@@ -389,3 +389,42 @@ def test_only_authentic_newer_updates_ever_change_the_binding(steps) -> None:
 
 def test_seq_add_wraps() -> None:
     assert seq_add(0xFFFF) == 0
+
+
+def test_correspondent_answers_binding_errors() -> None:
+    from mip6agent.core.correspondent import Correspondent
+
+    cn = Correspondent()
+    for message, status in (
+        (wire.BindingUpdate(1, BU_FLAG_A, 10), BEStatus.UNRECOGNIZED_MH_TYPE),
+        (wire.HomeTestInit(bytes(8)), BEStatus.UNRECOGNIZED_MH_TYPE),
+        (wire.UnknownMessage(42, bytes(10)), BEStatus.UNRECOGNIZED_MH_TYPE),
+    ):
+        [packet] = sent(cn.receive(wire.parse_packet(wire.build_packet(COA, HA, message)), T0))
+        assert packet.payload.status == status and packet.src == HA and packet.dst == COA
+    # a Binding Error is never answered, and a HAO without binding gets status 1
+    assert (
+        cn.receive(wire.parse_packet(wire.build_packet(COA, HA, wire.BindingError(1, HOA))), T0)
+        == []
+    )
+    echo = wire.build_packet(COA, HA, wire.UnknownICMPv6(128, 0, bytes(4)), home_address=HOA)
+    [packet] = sent(cn.receive(wire.parse_packet(echo), T0))
+    assert (
+        packet.payload.status == BEStatus.UNKNOWN_BINDING_FOR_HAO
+        and packet.payload.home_address == HOA
+    )
+    assert cn.counters["be_out.2_unrecognized_mh_type"] == 3
+
+
+def test_fragmented_mobility_header_is_ignored() -> None:
+    head = (
+        bytes.fromhex("60000000")
+        + (8 + 8).to_bytes(2, "big")
+        + bytes([44, 64])
+        + COA.packed
+        + HA.packed
+    )
+    fragment = bytes([135, 0, 0x00, 0x09, 0, 0, 0, 1])  # offset 1, more fragments
+    packet = wire.parse_packet(head + fragment + bytes(8))
+    assert isinstance(packet.payload, bytes) and packet.protocol == 135
+    assert agent().receive(packet, T0) == []

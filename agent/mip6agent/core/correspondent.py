@@ -6,12 +6,13 @@ Error status 2; a Home Address option with no binding behind it gets status 1.
 
 from __future__ import annotations
 
-from ipaddress import IPv6Address
-
-from ..wire import BindingError, Packet, build_packet
-from ..wire.constants import IPPROTO_MH, BEStatus
-from . import actions as act
+from ..wire import Packet
+from ..wire.constants import IPPROTO_MH, BEStatus, MHType
+from .binding_error import binding_error
 from .counters import Counters
+
+# HoTI, CoTI and BU need route optimisation; a BE is never answered with a BE.
+_REFUSED = {MHType.HOTI, MHType.COTI, MHType.BU}
 
 
 class Correspondent:
@@ -20,30 +21,20 @@ class Correspondent:
 
     def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
         if packet.protocol == IPPROTO_MH:
+            if isinstance(packet.payload, bytes):
+                return []  # a fragment: nothing to decode
             if not packet.checksum_ok():
                 self.counters.add("bad_checksum")
                 return []
-            mh_type = getattr(packet.payload, "MH_TYPE", getattr(packet.payload, "mh_type", None))
-            if mh_type is not None:
-                self.counters.received(mh_type)
-            if mh_type in (1, 2, 5, 7):  # HoTI, CoTI, BU need route optimisation; BE is fine
-                if mh_type == 7:
-                    return []
-                return self._error(packet, BEStatus.UNRECOGNIZED_MH_TYPE)
-            if not isinstance(mh_type, int) or mh_type > 7:
-                return self._error(packet, BEStatus.UNRECOGNIZED_MH_TYPE)
+            mh_type = packet.payload.MH_TYPE
+            self.counters.received(mh_type)
+            if mh_type in _REFUSED or mh_type > MHType.BE:
+                return [binding_error(packet, BEStatus.UNRECOGNIZED_MH_TYPE, self.counters)]
             return []
         if packet.home_address_option is not None:
             self.counters.add("hao_in")
-            return self._error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO)
+            return [binding_error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO, self.counters)]
         return []
-
-    def _error(self, packet: Packet, status: int) -> list:
-        self.counters.be_status(status, "out")
-        self.counters.sent(BindingError.MH_TYPE)
-        home = packet.home_address_option or IPv6Address(0)
-        be = BindingError(status, home)
-        return [act.SendPacket(build_packet(packet.dst, packet.src, be), packet.src)]
 
     def handle_timer(self, now: float) -> list:
         return []

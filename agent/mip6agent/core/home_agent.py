@@ -14,7 +14,6 @@ from ipaddress import IPv6Address, IPv6Network
 from ..wire import (
     AlternateCareofAddress,
     BindingAck,
-    BindingError,
     BindingRefreshAdvice,
     BindingUpdate,
     HAADReply,
@@ -42,6 +41,7 @@ from ..wire.constants import (
 from . import actions as act
 from .auth import MobilityKey, ReplayGuard, ntp_timestamp, protect, verify
 from .binding_cache import Binding, BindingCache
+from .binding_error import binding_error
 from .counters import Counters
 from .ha_list import HomeAgentList
 from .seqno import HALF, seq_newer
@@ -133,12 +133,12 @@ class HomeAgent:
     def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
         payload = packet.payload
         if packet.protocol == IPPROTO_MH:
+            if isinstance(payload, bytes):
+                return []  # a fragment: nothing to decode
             if not packet.checksum_ok():
                 self.counters.add("bad_checksum")
                 return [act.Log("debug", f"MH from {packet.src} with a bad checksum dropped")]
-            mh_type = getattr(payload, "MH_TYPE", getattr(payload, "mh_type", None))
-            if mh_type is not None:
-                self.counters.received(mh_type)
+            self.counters.received(payload.MH_TYPE)
             if isinstance(payload, BindingUpdate):
                 return self._binding_update(packet, payload, now)
             if isinstance(payload, UnknownMessage):
@@ -440,12 +440,8 @@ class HomeAgent:
         return act.SendPacket(build_packet(src, coa, message, routing_home_address=home), coa)
 
     def _binding_error(self, packet: Packet, status: int) -> list:
-        self.counters.be_status(status, "out")
-        self.counters.sent(BindingError.MH_TYPE)
-        home = packet.home_address_option or IPv6Address(0)
-        be = BindingError(status, home)
-        source = packet.dst if not packet.dst.is_multicast else self.settings.addresses[0]
-        return [act.SendPacket(build_packet(source, packet.src, be), packet.src)]
+        source = self.settings.addresses[0] if packet.dst.is_multicast else None
+        return [binding_error(packet, status, self.counters, source)]
 
     # --- DHAAD and mobile prefix discovery -------------------------------------------
 

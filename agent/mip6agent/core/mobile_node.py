@@ -292,14 +292,12 @@ class MobileNode:
             return self._dhaad_reply(payload, now)
         if isinstance(payload, MobilePrefixAdvertisement):
             return self._prefix_advertisement(packet, payload, now)
-        if packet.protocol != IPPROTO_MH:
+        if packet.protocol != IPPROTO_MH or isinstance(payload, bytes):
             return []
         if not packet.checksum_ok():
             self.counters.add("bad_checksum")
             return []
-        mh_type = getattr(payload, "MH_TYPE", getattr(payload, "mh_type", None))
-        if mh_type is not None:
-            self.counters.received(mh_type)
+        self.counters.received(payload.MH_TYPE)
         rh2 = packet.routing_header_type2
         home = rh2.home_address if rh2 is not None else packet.dst
         entry = self.entries.get(home)

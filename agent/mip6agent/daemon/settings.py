@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import IPv6Address, IPv6Interface
 
 from ..config import AgentConfig
 from ..core.auth import MobilityKey
@@ -112,7 +112,3 @@ def mobile_node_settings(
         max_timeout=mn.max_bindack_timeout,
         foreign_addresses=tuple(f.address.ip for f in mn.foreign_addresses),
     )
-
-
-def home_prefixes(settings: HomeAgentSettings) -> list[tuple[IPv6Network, str]]:
-    return [(prefix, link.interface) for link in settings.links for prefix in link.prefixes]

@@ -185,6 +185,10 @@ class UnknownMessage:
     data: bytes
     checksum: int = field(default=0, compare=False)
 
+    @property
+    def MH_TYPE(self) -> int:  # noqa: N802 - mirrors the ClassVar of known messages
+        return self.mh_type
+
     def fixed(self) -> bytes:
         return bytes(self.data)
 
@@ -227,10 +231,9 @@ def encode_mh(
     if isinstance(message, UnknownMessage):
         if (MH_HEADER_LEN + len(body)) % 8:
             raise ValueError("unknown MH data must fill the header to a multiple of 8 octets")
-        mh_type = message.mh_type
     else:
         body += encode_options(message.options, MH_HEADER_LEN + len(body))
-        mh_type = message.MH_TYPE
+    mh_type = message.MH_TYPE
     total = MH_HEADER_LEN + len(body)
     if total > 2048:
         raise ValueError(f"mobility header of {total} octets exceeds the 8-bit length field")
