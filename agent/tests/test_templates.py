@@ -71,7 +71,7 @@ def _pair(spi: int, seed: int, enc: int | None, auth: int | None) -> dict[str, A
 # --- the variable sets --------------------------------------------------------------------
 
 RADVD_HOSTS: dict[str, dict[str, Any]] = {
-    # A home agent on its home link at the RFC 6275 floors, a negative preference, and a
+    # A home agent on its home link at the RFC 6275 floors, a preference above 32767, and a
     # second prefix without the router address.
     "radvd-ha": {
         "mip6_radvd_flavor": "radvd",
@@ -82,7 +82,7 @@ RADVD_HOSTS: dict[str, dict[str, Any]] = {
                 "max_interval": 0.07,
                 "min_delay_between_ras": 0.03,
                 "default_lifetime": 1800,
-                "home_agent": {"preference": -5, "lifetime": 300},
+                "home_agent": {"preference": 65000, "lifetime": 300},
                 "prefixes": [
                     {"prefix": "2001:db8:1::/64", "router_address": HA},
                     {"prefix": "2001:db8:10::/64", "preferred_lifetime": 3600},
@@ -525,8 +525,8 @@ def test_radvd_home_agent_advertisements_on_the_wire(rendered: dict[str, Path]) 
         # radvd 2.19 adds 20 ms of leeway below 0.2 s (defaults.h
         # Cautious_MaxRtrAdvInterval): MaxRtrAdvInterval 0.07 s is advertised as 90 ms.
         assert ra["icmpv6.opt.advertisement_interval"] == "90"
-        # -5 is written as 65531 (two's complement); tshark and mip6dump print it unsigned.
-        assert ra["icmpv6.opt.home_agent_preference"] == str(65536 - 5)
+        # Unsigned (RFC 6275 7.4): a value above 32767 must reach the wire as written.
+        assert ra["icmpv6.opt.home_agent_preference"] == "65000"
         assert ra["icmpv6.opt.home_agent_lifetime"] == "300"
 
 
@@ -566,7 +566,7 @@ BAD_HOSTS: dict[str, tuple[dict[str, Any], list[str]]] = {
                     "name": "m6bad1",
                     "min_interval": 0.03,
                     "max_interval": 0.07,
-                    "home_agent": {"preference": 0, "lifetime": 70000},
+                    "home_agent": {"preference": -5, "lifetime": 70000},
                     "prefixes": [
                         {"prefix": "2001:db8:1::/64"},
                         {"prefix": "2001:db8:5::/64", "router_address": "2001:db8:6::1"},
@@ -575,6 +575,8 @@ BAD_HOSTS: dict[str, tuple[dict[str, Any], list[str]]] = {
             ],
         },
         [
+            "radvd-bad-ha: mip6_radvd_interfaces[0].home_agent.preference is -5 but must be "
+            "0..65535",
             "radvd-bad-ha: mip6_radvd_interfaces[0].home_agent.lifetime is 70000 s but must be "
             "1..65520",
             "radvd-bad-ha: mip6_radvd_interfaces[0].prefixes[1].router_address 2001:db8:6::1 is "
