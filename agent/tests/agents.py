@@ -49,7 +49,7 @@ class AgentProcess:
     def write_config(self) -> None:
         self.path.write_text(yaml.safe_dump(self.config))
 
-    def start(self, wait: float = 15.0) -> AgentProcess:
+    def start(self, wait: float = 60.0) -> AgentProcess:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
             [

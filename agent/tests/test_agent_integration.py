@@ -18,6 +18,7 @@ import pytest
 from agents import KEY_HEX, NAI, SPI, AgentProcess, wait_until, write_keys
 from mip6agent import wire
 from mip6agent.core.auth import MobilityKey, ntp_timestamp, protect
+from mip6agent.io.dataplane import probe
 from topology import CN_ADDRESS, HA_ADDRESS, Topology
 from tshark import require_tshark
 
@@ -25,6 +26,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for networ
 
 HOA = IPv6Address("2001:db8:1::100")
 HOME_PREFIX = "2001:db8:1::/64"
+
+
+def kernel_handles_hao() -> bool:
+    """A kernel with CONFIG_IPV6_MIP6 (Debian's, lab/kernel-vm) processes the Home Address
+    option itself; ours does not (KERNEL.md)."""
+    return probe().mip6
 
 
 def ha_config(directory: Path, **home_agent: object) -> dict:
@@ -85,7 +92,10 @@ def test_register_move_survive_ha_restart_and_return_home(tmp_path: Path) -> Non
             counters = ha.call("counters")
             assert counters["mh_in.bu"] >= 1 and counters["ba_out.0_accepted"] >= 1
             assert counters["tunnelled_in"] >= 1, "reverse-tunnelled packets counted at the HA"
-            assert counters["param_problem_dropped.hao"] >= 1, "the stack's error was silenced"
+            if not kernel_handles_hao():
+                # Without MIP6 the stack answers the HAO with a Parameter Problem, which
+                # the agent's nftables rule drops; a MIP6 kernel handles the option itself.
+                assert counters["param_problem_dropped.hao"] >= 1, "the stack's error was silenced"
 
             # 2. move to foreign2: the binding follows and traffic resumes
             topo.move("mn", "foreign2")

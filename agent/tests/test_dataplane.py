@@ -1,13 +1,18 @@
 """The data plane on a real kernel: probing, tunnels on the wire, handover, reconciliation.
 
-The seg6 backend runs in the standard topology (tests/topology.py) and real ICMPv6 echo
-goes through it; captures on the router check the packets are plain IPv6-in-IPv6.
-The ip6tnl backend cannot run here (no CONFIG_IPV6_TUNNEL): a fake kernel records what it
-would send, the messages are checked byte by byte, and on this kernel it must fail cleanly.
+Both backends run in the standard topology (tests/topology.py) and real ICMPv6 echo and
+TCP go through them; captures on the router check the packets are plain IPv6-in-IPv6.
+The real-kernel tests are parametrized over ``seg6`` and ``ip6tnl`` and skip a backend the
+running kernel lacks (found by probing inside a test namespace). The development machines
+have no CONFIG_IPV6_TUNNEL, so there the ip6tnl variants skip; ``make vm-test``
+(lab/kernel-vm/run.sh) runs them on a Debian distro kernel under qemu. Without ip6tnl, a
+fake kernel still records what the backend would send, the messages are checked byte by
+byte, and the backend must fail cleanly.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import socket
@@ -30,6 +35,7 @@ from mip6agent.io.dataplane import (
     probe,
     select_backend,
 )
+from mip6agent.io.dataplane.common import KernelBackend
 from mip6agent.io.dataplane.netlink import (
     IP6_TNL_F_IGN_ENCAP_LIMIT,
     IP6_TNL_F_MIP6_DEV,
@@ -53,14 +59,35 @@ HOME = "eth0"
 LINKTYPE_ETHERNET = 1
 OTHER_HOA = IPv6Address("2001:db8:1::200")
 OTHER_COA = IPv6Address("2001:db8:3::200")
+BACKENDS: dict[str, type[KernelBackend]] = {"seg6": Seg6DataPlane, "ip6tnl": Ip6tnlDataPlane}
+_probed: list[Capabilities] = []  # one probe per test session: the kernel does not change
 
 
 # --- helpers ---------------------------------------------------------------------------
 
 
-def backends(topo: Topology) -> tuple[Any, Any]:
-    """seg6 backends built inside the HA and MN namespaces (closed with the topology)."""
-    return topo.in_node("ha", Seg6DataPlane), topo.in_node("mn", Seg6DataPlane)
+@pytest.fixture(params=list(BACKENDS))
+def kind(request: pytest.FixtureRequest) -> str:
+    """The backend a real-kernel test runs on; see :func:`require_backend`."""
+    return str(request.param)
+
+
+def require_backend(topo: Topology, kind: str) -> None:
+    """Skip unless this kernel has the backend; the probe runs in a test namespace."""
+    if not _probed:
+        with topo.inside("ha"):
+            _probed.append(probe())
+    caps = _probed[0]
+    if not getattr(caps, kind):
+        where = " (lab/kernel-vm/run.sh runs it on a Debian kernel)" if kind == "ip6tnl" else ""
+        pytest.skip(f"this kernel has no {kind}: {caps.reasons.get(kind, '?')}{where}")
+
+
+def backends(topo: Topology, kind: str = "seg6") -> tuple[Any, Any]:
+    """Backends of ``kind`` built inside the HA and MN namespaces (closed with the topology)."""
+    require_backend(topo, kind)
+    backend = BACKENDS[kind]
+    return topo.in_node("ha", backend), topo.in_node("mn", backend)
 
 
 def register(topo: Topology, ha: Any, mn: Any) -> None:
@@ -83,15 +110,59 @@ class KernelView:
                 lo = nl.ifindex("lo")
                 self.lo = [a.address for a in nl.addresses() if a.ifindex == lo]
                 self.tunsrc = nl.tunsrc()
+                # Our ip6tnl devices (the kernel's own ip6tnl0 is not ours).
+                self.tunnels = [t for t in nl.tunnels() if t.flags & IP6_TNL_F_MIP6_DEV]
             finally:
                 nl.close()
         self.rules = [r for r in self.all_rules if r.proto == RTPROT_MIP6]
+
+    def tunnels_to(self, remote: IPv6Address) -> list[Ip6Tunnel]:
+        return [t for t in self.tunnels if t.remote == remote]
 
     def routes_to(self, address: IPv6Address) -> list[Route]:
         return [r for r in self.routes if r.dst.network_address == address]
 
     def local_rules(self) -> list[Rule]:
         return [r for r in self.all_rules if r.table == RT_TABLE_LOCAL]
+
+
+class LinkEvents:
+    """Link notifications (RTM_NEWLINK/DELLINK) in one node from now on: a churn detector.
+
+    Changing an ip6tnl device's parameters, even to the same values, notifies; so an
+    idempotent call must leave no notification for our devices.
+    """
+
+    def __init__(self, topo: Topology, node: str) -> None:
+        with topo.inside(node):
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._sock.bind((0, 1))  # RTMGRP_LINK
+        self._sock.setblocking(False)
+
+    def indexes(self) -> list[int]:
+        """Interface indexes of the notifications so far; closes the listener."""
+        found = []
+        with self._sock:
+            while True:
+                try:
+                    data = self._sock.recv(1 << 16)
+                except BlockingIOError:
+                    break
+                offset = 0
+                while offset + 16 <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, offset)
+                    if kind in (16, 17) and length >= 24:  # nlmsghdr, then ifinfomsg
+                        found.append(struct.unpack_from("=i", data, offset + 20)[0])
+                    offset += max((length + 3) & ~3, 16)
+        return found
+
+
+def decapsulating_from(view: KernelView, kind: str) -> set[IPv6Address]:
+    """The CoAs a home agent decapsulates from: seg6 routes `from <CoA>`, ip6tnl devices."""
+    if kind == "seg6":
+        return {r.src.network_address for r in view.routes_to(HA_ADDRESS) if r.src}
+    assert view.routes_to(HA_ADDRESS) == []
+    return {t.remote for t in view.tunnels if t.local == HA_ADDRESS}
 
 
 def tunnelled(packets: list[tuple[Frame, IPv6Header]]) -> list[tuple[IPv6Header, IPv6Header]]:
@@ -108,11 +179,17 @@ def icmp_type(header: IPv6Header) -> int:
 
 
 def kernel_config() -> dict[str, str] | None:
+    """The running kernel's build options: /proc/config.gz, else the distro's /boot copy."""
     path = Path("/proc/config.gz")
-    if not path.exists():
+    distro = Path("/boot") / f"config-{os.uname().release}"
+    if path.exists():
+        text = gzip.decompress(path.read_bytes()).decode()
+    elif distro.exists():
+        text = distro.read_text()
+    else:
         return None
     config = {}
-    for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+    for line in text.splitlines():
         if line.startswith("CONFIG_") and "=" in line:
             key, value = line.split("=", 1)
             config[key] = value
@@ -129,7 +206,7 @@ def test_probe_reports_what_the_kernel_really_has(make_topology: Any) -> None:
         caps = probe()
     config = kernel_config()
     if config is None:
-        pytest.skip("no /proc/config.gz to compare the probe with")
+        pytest.skip("no /proc/config.gz or /boot/config-<release> to compare the probe with")
 
     def built(option: str) -> bool:
         return config.get(option) in ("y", "m")
@@ -183,10 +260,10 @@ def test_select_backend_picks_seg6_here_and_explains_refusals(make_topology: Any
 
 @needs_root
 def test_correspondent_reaches_the_home_address_through_plain_ipv6_in_ipv6(
-    make_topology: Any, tmp_path: Path
+    make_topology: Any, tmp_path: Path, kind: str
 ) -> None:
     topo = make_topology(mn_link="foreign1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     register(topo, ha, mn)
     foreign = topo.capture("router", "foreign1")
 
@@ -217,15 +294,17 @@ def test_correspondent_reaches_the_home_address_through_plain_ipv6_in_ipv6(
     for fields in decoded:
         assert fields["ipv6.nxt"] == ["41", "58"]
         assert "ipv6.routing.type" not in fields and "ipv6.routing" not in fields
+        assert "ipv6.dstopts" not in fields  # ip6tnl: no Tunnel Encapsulation Limit option
 
 
 @needs_root
-def test_handover_to_another_foreign_link(make_topology: Any) -> None:
+def test_handover_to_another_foreign_link(make_topology: Any, kind: str) -> None:
     topo = make_topology(mn_link="foreign1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     register(topo, ha, mn)
     assert topo.ping("cn", topo.hoa)
     old_coa = topo.coa
+    mn_tunnels_before = KernelView(topo, "mn").tunnels
 
     topo.move("mn", "foreign2")
     new_coa = topo.coa
@@ -244,16 +323,32 @@ def test_handover_to_another_foreign_link(make_topology: Any) -> None:
     assert tunnelled(old_link.ipv6()) == []
     # The old CoA's decapsulation is gone on both sides.
     mn_view, ha_view = KernelView(topo, "mn"), KernelView(topo, "ha")
-    assert mn_view.routes_to(old_coa) == [] and mn_view.tunsrc == new_coa
+    assert mn_view.routes_to(old_coa) == []
     assert all(r.dst is None or r.dst.network_address != old_coa for r in mn_view.rules)
-    decap = [r for r in ha_view.routes_to(HA_ADDRESS)]
-    assert [r.src.network_address for r in decap if r.src] == [new_coa]
+    if kind == "seg6":
+        assert mn_view.tunsrc == new_coa
+        decap = [r for r in ha_view.routes_to(HA_ADDRESS)]
+        assert [r.src.network_address for r in decap if r.src] == [new_coa]
+        assert mn_view.tunnels == ha_view.tunnels == []
+    else:
+        # The MN's device moved in place (same index, new local end); the HA's device for
+        # the old CoA is gone and one for the new CoA carries the HoA's route.
+        (before,) = mn_tunnels_before
+        (after,) = mn_view.tunnels
+        home_index = topo.in_node("mn", Netlink).ifindex(HOME)
+        assert (after.index, after.name) == (before.index, before.name)
+        assert (after.local, after.remote, after.link) == (new_coa, HA_ADDRESS, home_index)
+        assert ha_view.tunnels_to(old_coa) == []
+        (ha_tunnel,) = ha_view.tunnels
+        assert (ha_tunnel.local, ha_tunnel.remote) == (HA_ADDRESS, new_coa)
+        assert [r.oif for r in ha_view.routes_to(topo.hoa)] == [ha_tunnel.index]
+        assert mn_view.tunsrc == ha_view.tunsrc == IPv6Address("::")  # seg6's, never touched
 
 
 @needs_root
-def test_returning_home_restores_native_delivery(make_topology: Any) -> None:
+def test_returning_home_restores_native_delivery(make_topology: Any, kind: str) -> None:
     topo = make_topology(mn_link="foreign1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     register(topo, ha, mn)
     assert topo.ping("cn", topo.hoa)
 
@@ -275,7 +370,9 @@ def test_returning_home_restores_native_delivery(make_topology: Any) -> None:
     assert topo.hoa not in view.lo
     assert [r.priority for r in view.local_rules()] == [0]
     assert view.tunsrc == IPv6Address("::")
-    assert KernelView(topo, "ha").proxies == []
+    assert view.tunnels == []
+    ha_view = KernelView(topo, "ha")
+    assert ha_view.proxies == [] and ha_view.tunnels == []
 
 
 def echo_over_tcp(
@@ -318,35 +415,54 @@ def echo_over_tcp(
 
 
 @needs_root
-def test_full_size_tcp_fits_the_tunnel_but_a_cn_gets_no_packet_too_big(
-    make_topology: Any,
+def test_full_size_tcp_fits_the_tunnel_and_what_a_cn_sees_of_the_tunnel_mtu(
+    make_topology: Any, kind: str
 ) -> None:
-    """What seg6 does with packet sizes (docs/dataplane.md, "MTU").
+    """What each backend does with packet sizes (docs/dataplane.md, "MTU").
 
-    TCP: the kernel takes the seg6 headroom off the MTU of the MN's reverse-tunnel route,
-    so the MN advertises a small enough MSS both ways. Datagrams: the HA encapsulates on
-    input, before the forwarding MTU check, so a CN's packet that fits the link but not
-    the tunnel is dropped and no Packet Too Big tells the CN. If this ever fails because
-    the big echo gets through, the kernel has changed: update the docs.
+    TCP: the MN's reverse-tunnel route (seg6 headroom, or the ip6tnl device's MTU) is
+    40 bytes or more below the link's, so the MN advertises a small enough MSS both ways.
+    Datagrams from a CN that fit the link but not the tunnel (1461 bytes):
+    - seg6: the HA encapsulates on input, before the forwarding MTU check, so the packet is
+      dropped and no Packet Too Big tells the CN. If this ever fails because the big echo
+      gets through, the kernel has changed: update the docs.
+    - ip6tnl: the HA forwards into a device with MTU 1500 - 40, so the CN gets a Packet
+      Too Big with that MTU, fragments, and the echo gets through.
     """
     topo = make_topology(mn_link="foreign1")
     for node in ("ha", "cn", "mn"):  # no 64 KB super-packets: frames as on a real wire
         topo.ip(node, "link", "set", HOME, "gso_max_segs", "1")
     for link in ("home", "foreign1", "cn"):
         topo.ip("router", "link", "set", link, "gso_max_segs", "1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     register(topo, ha, mn)
-    foreign, cn_link = topo.capture("router", "foreign1"), topo.capture("router", "cn")
+    foreign = topo.capture("router", "foreign1")
 
     assert echo_over_tcp(topo, "mn", topo.hoa, "cn") == 200_000
     assert echo_over_tcp(topo, "cn", CN_ADDRESS, "mn", source=topo.hoa) == 200_000
     tunnelled_sizes = [14 + 40 + len(o.payload) for o, _i in tunnelled(foreign.ipv6())]
     assert len(tunnelled_sizes) > 100 and max(tunnelled_sizes) <= 1514
 
+    # Fresh captures for the datagrams: the TCP exchange can fill a capture's socket buffer
+    # (net.core.rmem_max caps SO_RCVBUF), and a full buffer would hide a Packet Too Big.
+    foreign, cn_link = topo.capture("router", "foreign1"), topo.capture("router", "cn")
     assert topo.ping("cn", topo.hoa, size=1412)  # 1460-byte packet, 1500 with the tunnel
-    assert not topo.ping("cn", topo.hoa, size=1413, deadline=1)
-    too_big = [h for _f, h in cn_link.ipv6() if icmp_type(h) == 2]
-    assert too_big == []
+    if kind == "seg6":
+        assert not topo.ping("cn", topo.hoa, size=1413, deadline=1)
+        too_big = [h for _f, h in cn_link.ipv6() if icmp_type(h) == 2]
+        assert too_big == []
+    else:
+        assert topo.ping("cn", topo.hoa, size=1413, deadline=3)
+        too_big = [h for _f, h in cn_link.ipv6() if icmp_type(h) == 2]
+        assert too_big, "the HA tells the CN the tunnel's MTU"
+        for error in too_big:
+            mtu = struct.unpack_from("!I", error.payload, 4)[0]
+            assert (error.dst, mtu) == (CN_ADDRESS, 1500 - 40)
+            quoted = IPv6Header.parse(error.payload[8:])
+            assert quoted is not None and quoted.dst == topo.hoa  # the packet it was about
+        # Fragmented at the CN after that: every tunnelled frame still fits the link.
+        sizes = [14 + 40 + len(o.payload) for o, _i in tunnelled(foreign.ipv6())]
+        assert max(sizes) <= 1514
 
 
 # --- idempotence, restart, reconciliation, cleanup -------------------------------------
@@ -354,29 +470,38 @@ def test_full_size_tcp_fits_the_tunnel_but_a_cn_gets_no_packet_too_big(
 
 @needs_root
 def test_repeated_calls_create_no_duplicates_and_state_survives_a_restart(
-    make_topology: Any,
+    make_topology: Any, kind: str
 ) -> None:
     topo = make_topology(mn_link="foreign1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     register(topo, ha, mn)
     before = KernelView(topo, "ha"), KernelView(topo, "mn")
+    events = LinkEvents(topo, "ha"), LinkEvents(topo, "mn")
     register(topo, ha, mn)
     ha.ha_bind(topo.hoa, topo.coa, HA_ADDRESS, HOME)
     mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, HOME)
 
     ha_view, mn_view = KernelView(topo, "ha"), KernelView(topo, "mn")
     assert len(ha_view.routes_to(topo.hoa)) == 1
-    assert len(ha_view.routes_to(HA_ADDRESS)) == 1  # decapsulation from the CoA
     assert [p.address for p in ha_view.proxies] == [topo.hoa]
-    assert sorted(r.priority for r in ha_view.rules) == [10, 1000]
-    assert sorted(r.priority for r in mn_view.rules) == [11, 1000, 1100]
-    assert len(mn_view.routes) == 2  # reverse tunnel + decapsulation at the CoA
     assert mn_view.lo.count(topo.hoa) == 1
+    if kind == "seg6":
+        assert len(ha_view.routes_to(HA_ADDRESS)) == 1  # decapsulation from the CoA
+        assert sorted(r.priority for r in ha_view.rules) == [10, 1000]
+        assert sorted(r.priority for r in mn_view.rules) == [11, 1000, 1100]
+        assert len(mn_view.routes) == 2  # reverse tunnel + decapsulation at the CoA
+    else:
+        # The devices decapsulate: no rules but the MN's `from <HoA>`, one device a side.
+        assert ha_view.routes_to(HA_ADDRESS) == [] and ha_view.rules == []
+        assert sorted(r.priority for r in mn_view.rules) == [1100]
+        assert len(mn_view.routes) == 1  # the reverse tunnel
+        assert len(ha_view.tunnels) == len(mn_view.tunnels) == 1
     assert (ha_view.routes, ha_view.rules) == (before[0].routes, before[0].rules)
     assert (mn_view.routes, mn_view.rules) == (before[1].routes, before[1].rules)
+    assert (ha_view.tunnels, mn_view.tunnels) == (before[0].tunnels, before[1].tunnels)
 
     # A restarted agent (fresh backend objects) finds the state and adopts it as is.
-    ha2, mn2 = backends(topo)
+    ha2, mn2 = backends(topo, kind)
     assert ha2.ha_bindings() == {topo.hoa: topo.coa}
     assert mn2.mn_state() == {topo.hoa: (topo.coa, HA_ADDRESS)}
     ha_report = ha2.ha_reconcile({topo.hoa: topo.coa}, HA_ADDRESS, HOME)
@@ -384,13 +509,23 @@ def test_repeated_calls_create_no_duplicates_and_state_survives_a_restart(
     assert (ha_report.adopted, ha_report.changed) == ((topo.hoa,), False)
     assert (mn_report.adopted, mn_report.changed) == ((topo.hoa,), False)
     assert KernelView(topo, "ha").routes == ha_view.routes
+    # Nothing was rewritten either: no device of ours changed (or came and went).
+    for view, listener in zip((ha_view, mn_view), events, strict=True):
+        ours = {t.index for t in view.tunnels}
+        assert [i for i in listener.indexes() if i in ours] == []
+    assert (KernelView(topo, "ha").tunnels, KernelView(topo, "mn").tunnels) == (
+        ha_view.tunnels,
+        mn_view.tunnels,
+    )
     assert topo.ping("cn", topo.hoa)
 
 
 @needs_root
-def test_reconcile_keeps_wanted_bindings_and_removes_stale_ones(make_topology: Any) -> None:
+def test_reconcile_keeps_wanted_bindings_and_removes_stale_ones(
+    make_topology: Any, kind: str
+) -> None:
     topo = make_topology(mn_link="foreign1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     register(topo, ha, mn)
     ha.ha_bind(OTHER_HOA, OTHER_COA, HA_ADDRESS, HOME)  # a binding the agent no longer has
     third_hoa, third_coa = IPv6Address("2001:db8:1::300"), IPv6Address("2001:db8:2::300")
@@ -404,8 +539,8 @@ def test_reconcile_keeps_wanted_bindings_and_removes_stale_ones(make_topology: A
     assert ha.ha_bindings() == {topo.hoa: topo.coa, third_hoa: third_coa}
     view = KernelView(topo, "ha")
     assert sorted(p.address for p in view.proxies) == sorted([topo.hoa, third_hoa])
-    decap_sources = {r.src.network_address for r in view.routes_to(HA_ADDRESS) if r.src}
-    assert decap_sources == {topo.coa, third_coa}  # OTHER_COA's decapsulation went too
+    # OTHER_COA's decapsulation (seg6 route, ip6tnl device) went too.
+    assert decapsulating_from(view, kind) == {topo.coa, third_coa}
 
     # Reconciling one home link leaves another link's bindings alone.
     topo.ip("ha", "link", "add", "home2", "type", "veth", "peer", "name", "home2p")
@@ -417,10 +552,12 @@ def test_reconcile_keeps_wanted_bindings_and_removes_stale_ones(make_topology: A
     assert ha.ha_reconcile({}, HA_ADDRESS, "home2").removed == (OTHER_HOA,)
 
     # A duplicate route of ours (another metric) is found and removed; the binding stays.
-    topo.ip(
-        "ha", "-6", "route", "add", f"{topo.hoa}/128", "encap", "seg6", "mode", "encap.red",
-        "segs", str(topo.coa), "dev", HOME, "metric", "2000", "proto", "86",
-    )  # fmt: skip
+    if kind == "seg6":
+        via = ["encap", "seg6", "mode", "encap.red", "segs", str(topo.coa), "dev", HOME]
+    else:
+        (tunnel,) = KernelView(topo, "ha").tunnels_to(topo.coa)
+        via = ["dev", tunnel.name]
+    topo.ip("ha", "-6", "route", "add", f"{topo.hoa}/128", *via, "metric", "2000", "proto", "86")
     report = ha.ha_reconcile({topo.hoa: topo.coa, third_hoa: third_coa}, HA_ADDRESS, HOME)
     assert (report.updated, report.adopted) == ((topo.hoa,), (third_hoa,))
     assert len(KernelView(topo, "ha").routes_to(topo.hoa)) == 1
@@ -439,9 +576,9 @@ def test_reconcile_keeps_wanted_bindings_and_removes_stale_ones(make_topology: A
 
 
 @needs_root
-def test_cleanup_removes_everything_the_agent_installed(make_topology: Any) -> None:
+def test_cleanup_removes_everything_the_agent_installed(make_topology: Any, kind: str) -> None:
     topo = make_topology(mn_link="foreign1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     register(topo, ha, mn)
     ha.ha_bind(OTHER_HOA, OTHER_COA, HA_ADDRESS, HOME)
     assert topo.ping("cn", topo.hoa)
@@ -454,27 +591,47 @@ def test_cleanup_removes_everything_the_agent_installed(make_topology: Any) -> N
         assert view.lo == [IPv6Address("::1")]
         assert [(r.priority, r.proto) for r in view.local_rules()] == [(0, 2)]
         assert view.tunsrc == IPv6Address("::")
+        names = [
+            line.split(": ")[1].split("@")[0] for line in topo.ip(node, "-o", "link").splitlines()
+        ]
+        assert view.tunnels == [] and not [n for n in names if n.startswith(("mip6h", "mip6m"))]
         assert topo.ip(node, "-6", "route", "show", "table", "all", "proto", "86") == ""
     assert not topo.ping("cn", topo.hoa, deadline=0.5)
 
 
 @needs_root
-def test_failures_are_one_typed_error_with_the_kernels_reason(make_topology: Any) -> None:
+def test_failures_are_one_typed_error_with_the_kernels_reason(
+    make_topology: Any, kind: str
+) -> None:
     topo = make_topology(mn_link="foreign1")
-    ha, mn = backends(topo)
+    ha, mn = backends(topo, kind)
     with pytest.raises(DataPlaneError, match="interface 'nope': no such interface"):
         ha.ha_bind(topo.hoa, topo.coa, HA_ADDRESS, "nope")
     with pytest.raises(DataPlaneError, match="link-local"):
         mn.mn_attach(topo.hoa, IPv6Address("fe80::1"), HA_ADDRESS, HOME)
-    # The kernel refuses a seg6local route on a device that is down.
-    topo.ip("mn", "link", "add", "down0", "type", "veth", "peer", "name", "down1")
-    with pytest.raises(DataPlaneError) as refused:
-        mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, "down0")
+    if kind == "seg6":
+        # The kernel refuses a seg6local route on a device that is down.
+        topo.ip("mn", "link", "add", "down0", "type", "veth", "peer", "name", "down1")
+        with pytest.raises(DataPlaneError) as refused:
+            mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, "down0")
+        expected = (str(topo.coa), "(ENETDOWN)", errno.ENETDOWN)
+    else:
+        # Someone else's tunnel with the same endpoints: ip6_tnl_locate() says EEXIST.
+        topo.ip(
+            "mn", "link", "add", "other6", "type", "ip6tnl", "mode", "ip6ip6",
+            "local", str(topo.coa), "remote", str(HA_ADDRESS), "dev", HOME,
+        )  # fmt: skip
+        with pytest.raises(DataPlaneError) as refused:
+            mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, HOME)
+        expected = ("create ip6tnl tunnel mip6m0", "(EEXIST)", errno.EEXIST)
     message = str(refused.value)
-    assert str(topo.coa) in message and "(ENETDOWN)" in message and "\n" not in message
-    assert refused.value.errno == 100
+    assert expected[0] in message and expected[1] in message and "\n" not in message
+    assert refused.value.errno == expected[2]
     mn.cleanup()
-    assert KernelView(topo, "mn").rules == []
+    view = KernelView(topo, "mn")
+    assert view.rules == [] and view.routes == [] and view.tunnels == []
+    if kind == "ip6tnl":
+        assert "other6" in topo.ip("mn", "link")  # not ours: cleanup leaves it
 
 
 # --- the topology itself: SLAAC, radvd, movement ---------------------------------------
@@ -673,6 +830,13 @@ def test_ip6tnl_link_message_bytes() -> None:
     flags_value = struct.unpack("=I", data_attrs[8])[0]
     assert flags_value == IP6_TNL_F_IGN_ENCAP_LIMIT | IP6_TNL_F_MIP6_DEV
     assert data_attrs[9] == bytes([41])  # PROTO: ip6ip6 only
+    # A change names the device by index only: older kernels (6.1) refuse any IFLA_IFNAME,
+    # even the device's own name, with EBUSY while it is up.
+    change = tunnel_message(Ip6Tunnel("mip6h0", HA_ADDRESS, HA_ADDRESS, 2, index=7))
+    change["header"]["type"] = 16
+    change.encode()
+    assert struct.unpack_from("=i", bytes(change.data), 20)[0] == 7
+    assert 3 not in _nlas(bytes(change.data)[32:])
 
 
 def test_ip6tnl_home_agent_would_create_route_and_retire_tunnels() -> None:
@@ -761,10 +925,10 @@ def test_config_rejects_overlapping_numbers() -> None:
         DataPlaneConfig(proto=2)
 
 
-def test_repeated_binds_take_the_indexed_path_and_stay_exact(make_topology: Any) -> None:
+def test_repeated_binds_take_the_indexed_path_and_stay_exact(make_topology: Any, kind: str) -> None:
     """Many registrations, moves and removals: the kernel holds exactly what is bound."""
     topo = make_topology(mn_link="foreign1")
-    ha, _ = backends(topo)
+    ha, _ = backends(topo, kind)
     ha.ha_setup(HOME, HA_ADDRESS)
     homes = [IPv6Address(f"2001:db8:1::{n:x}") for n in range(0x200, 0x240)]
     for n, home in enumerate(homes):
@@ -783,7 +947,8 @@ def test_repeated_binds_take_the_indexed_path_and_stay_exact(make_topology: Any)
     for home in homes:
         assert len(view.routes_to(home)) == (1 if home in expected else 0)
     assert sorted(p.address for p in view.proxies) == sorted(expected)
-    decap_sources = {r.src.network_address for r in view.routes_to(HA_ADDRESS) if r.src}
+    decap_sources = decapsulating_from(view, kind)
     assert decap_sources == set(expected.values()), "one decapsulation per CoA still in use"
+    assert len(view.tunnels) == (len(decap_sources) if kind == "ip6tnl" else 0)
     # a fresh backend object (an agent restart) reads the same bindings from the kernel
-    assert backends(topo)[0].ha_bindings() == expected
+    assert backends(topo, kind)[0].ha_bindings() == expected

@@ -1,8 +1,8 @@
 """RFC 2473 IPv6-in-IPv6 through ``ip6tnl`` devices, for kernels with CONFIG_IPV6_TUNNEL.
 
-UNTESTED ON A REAL KERNEL: the development machines have no ip6tnl (KERNEL.md). The
-messages follow net/ipv6/ip6_tunnel.c and are checked in unit tests; the kernel paths
-that were read to write this are named below.
+The development machines have no ip6tnl (KERNEL.md): this backend is tested on Debian's
+distro kernel under qemu (``make vm-test``, lab/kernel-vm/), with the same real-packet
+tests as seg6. The kernel paths it relies on are named below.
 
 - One device per tunnel: ``<prefix>h<n>`` on a home agent (local HA, remote CoA, one per
   CoA in use), ``<prefix>m<n>`` on a mobile node (local CoA, remote HA, one per HA).
@@ -22,6 +22,7 @@ that were read to write this are named below.
 
 from __future__ import annotations
 
+import errno
 from ipaddress import IPv6Address
 
 from .base import DataPlaneError
@@ -79,10 +80,20 @@ class Ip6tnlDataPlane(KernelBackend):
                     self._nl.change_tunnel(wanted, f"ip6tnl tunnel {tunnel.name} to {coa}")
                 return wanted
         name = self._free_name("h")
-        self._nl.create_tunnel(
-            Ip6Tunnel(name, ha_addr, coa, home), f"ip6tnl tunnel {name} to {coa}"
-        )
-        return self._lookup(name)
+        return self._create(Ip6Tunnel(name, ha_addr, coa, home), f"ip6tnl tunnel {name} to {coa}")
+
+    def _create(self, tunnel: Ip6Tunnel, what: str) -> Ip6Tunnel:
+        try:
+            self._nl.create_tunnel(tunnel, what)
+        except DataPlaneError as exc:
+            # ip6_tnl_locate() allows one device per pair of endpoints: name the one in the way.
+            ends = (tunnel.local, tunnel.remote)
+            clash = [t.name for t in self._nl.tunnels() if (t.local, t.remote) == ends]
+            if exc.errno != errno.EEXIST or not clash:
+                raise
+            reason = f"{exc.reason}: device {clash[0]} has the same endpoints"
+            raise DataPlaneError(exc.operation, exc.subject, reason, exc.errno) from None
+        return self._lookup(tunnel.name)
 
     def _lookup(self, name: str) -> Ip6Tunnel:
         for tunnel in self._nl.tunnels():
@@ -140,10 +151,9 @@ class Ip6tnlDataPlane(KernelBackend):
                 target = wanted
         if target is None:
             name = self._free_name("m")
-            self._nl.create_tunnel(
+            target = self._create(
                 Ip6Tunnel(name, coa, ha_addr, index), f"ip6tnl tunnel {name} to {ha_addr}"
             )
-            target = self._lookup(name)
         reverse = Route(
             DEFAULT_ROUTE, table, target.index, self.config.proto, metric=self.config.metric
         )

@@ -82,6 +82,9 @@ SEG6_LOCAL_ACTION_END_DT6 = 7
 # include/uapi/linux/ip6_tunnel.h
 IP6_TNL_F_IGN_ENCAP_LIMIT = 0x1  # no Tunnel Encapsulation Limit destination option
 IP6_TNL_F_MIP6_DEV = 0x8  # "being used for Mobile IPv6": unused by the kernel, our marker
+# include/net/ip6_tunnel.h: CAP_XMIT, CAP_RCV, CAP_PER_PACKET. The kernel computes these from
+# the endpoints and reports them with the flags (ip6_tnl_fill_info); nobody sets them.
+IP6_TNL_F_CAP_MASK = 0x70000
 # SEG6 generic netlink family (include/uapi/linux/seg6_genl.h)
 SEG6_CMD_SET_TUNSRC = 3
 SEG6_CMD_GET_TUNSRC = 4
@@ -295,6 +298,8 @@ def tunnel_message(tunnel: Ip6Tunnel) -> ifinfmsg:
     """RTM_NEWLINK body for an ip6ip6 tunnel; the kernel wants every parameter each time.
 
     ip6_tnl_netlink_parms() zeroes what is not sent, so a change must repeat them all.
+    A change (``index`` set) carries no IFLA_IFNAME: on older kernels (Debian's 6.1 among
+    them) dev_change_name() answers EBUSY for a device that is up, even for its own name.
     """
     msg = ifinfmsg()
     msg["family"] = socket.AF_UNSPEC
@@ -310,13 +315,10 @@ def tunnel_message(tunnel: Ip6Tunnel) -> ifinfmsg:
         ("IFLA_IP6TNL_FLAGS", tunnel.flags),
         ("IFLA_IP6TNL_PROTO", IPPROTO_IPV6),
     ]
-    msg["attrs"] = [
-        ("IFLA_IFNAME", tunnel.name),
-        (
-            "IFLA_LINKINFO",
-            {"attrs": [("IFLA_INFO_KIND", "ip6tnl"), ("IFLA_INFO_DATA", {"attrs": data})]},
-        ),
-    ]
+    linkinfo = {"attrs": [("IFLA_INFO_KIND", "ip6tnl"), ("IFLA_INFO_DATA", {"attrs": data})]}
+    msg["attrs"] = [("IFLA_LINKINFO", linkinfo)]
+    if not tunnel.index:
+        msg["attrs"].insert(0, ("IFLA_IFNAME", tunnel.name))
     return msg
 
 
@@ -410,7 +412,7 @@ def parse_tunnel(msg: Any) -> Ip6Tunnel | None:
         remote=IPv6Address(data.get_attr("IFLA_IP6TNL_REMOTE") or "::"),
         link=data.get_attr("IFLA_IP6TNL_LINK") or 0,
         index=msg["index"],
-        flags=data.get_attr("IFLA_IP6TNL_FLAGS") or 0,
+        flags=(data.get_attr("IFLA_IP6TNL_FLAGS") or 0) & ~IP6_TNL_F_CAP_MASK,
         hop_limit=data.get_attr("IFLA_IP6TNL_TTL") or 0,
         up=bool(msg["flags"] & IFF_UP),
     )
@@ -600,8 +602,10 @@ class Netlink:
         return [t for t in map(parse_tunnel, self._links()) if t]
 
     def create_tunnel(self, tunnel: Ip6Tunnel, what: str) -> None:
+        # EEXIST is an error here, not "already there": the name is taken, or another
+        # device has these endpoints (ip6_tnl_locate).
         flags = NLM_F_CREATE | NLM_F_EXCL
-        self._change("create", what, RTM_NEWLINK, flags, tunnel_message(tunnel))
+        self.request("create", what, RTM_NEWLINK, flags, tunnel_message(tunnel))
 
     def change_tunnel(self, tunnel: Ip6Tunnel, what: str) -> None:
         self._change("change", what, RTM_NEWLINK, 0, tunnel_message(tunnel))

@@ -254,7 +254,11 @@ def _probe_xfrm(proto: int) -> str:
         add["info"] = _usersa_info(spi, proto, XFRM_MODE_ROUTEOPTIMIZATION)
         add["attrs"] = [("XFRMA_COADDR", _PROBE_COA.packed)]
     delete = _XfrmUsersaId()
-    delete["id"] = _PROBE_DST.packed + struct.pack(">IHBx", spi, socket.AF_INET6, proto)
+    # struct xfrm_usersa_id: the SPI in network order, the family in host order. (A
+    # big-endian family made the delete miss on kernels with ESP/MIP6: ESRCH, state left.)
+    delete["id"] = (
+        _PROBE_DST.packed + struct.pack(">I", spi) + struct.pack("=HBx", socket.AF_INET6, proto)
+    )
     if proto != IPPROTO_ESP:
         # States without an SPI are found by addresses: the source must be given.
         delete["attrs"] = [("XFRMA_SRCADDR", _PROBE_SRC.packed)]
