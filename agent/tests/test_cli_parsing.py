@@ -78,3 +78,21 @@ def test_main_reports_usage_errors_with_exit_2(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert "site-local" in err and "Traceback" not in err
     assert mip6config.main([]) == 2
+
+
+def test_mip6stat_table_shows_wall_clock_times_relative_to_now() -> None:
+    from mip6agent.cli.mip6stat import _table
+
+    now = 1_800_000_000.0
+    rows = [
+        {"home_address": "2001:db8:1::100", "expires": now + 3590.4, "registered": now - 10.2},
+        {"home_address": "2001:db8:1::200", "expires": now - 5.0, "registered": now - 100.0},
+        {"home_address": "2001:db8:1::300", "expires": 250.0, "registered": None},
+    ]
+    lines = _table("binding cache", rows, now=now).splitlines()
+    assert lines[0] == "binding cache:"
+    assert lines[1].split() == ["home_address", "expires", "registered"]
+    assert lines[2].split() == ["2001:db8:1::100", "in", "3590s", "10s", "ago"]
+    assert lines[3].split() == ["2001:db8:1::200", "5s", "ago", "100s", "ago"]
+    # Not a wall-clock time (a monotonic clock's value): shown as it is.
+    assert lines[4].split() == ["2001:db8:1::300", "250.0", "-"]

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Runs inside the kernel VM (started by the image's init from the run's 9p share): unpack
 # the checkout into tmpfs, run the tests, leave each run's JUnit XML and the combined exit
 # code (file rc) in the share. The host's run.sh copies this file into the share.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from ..control.client import call
 from ..control.protocol import ControlError
@@ -50,7 +51,27 @@ def _selected(args: argparse.Namespace) -> list[str]:
     return [c for c in LISTS if getattr(args, c.replace("-", "_"))]
 
 
-def _table(title: str, rows: object) -> str:
+# Wall-clock times in the agent's lists, shown in the table relative to now.
+_EXPIRY_KEYS = frozenset({"expires"})
+_SINCE_KEYS = frozenset({"registered"})
+
+
+def _relative(row: dict, now: float) -> dict:
+    shown = dict(row)
+    for key, value in row.items():
+        if not isinstance(value, float) or value < 1e9:  # not a wall-clock time
+            continue
+        if key in _EXPIRY_KEYS:
+            shown[key] = f"in {value - now:.0f}s" if value >= now else f"{now - value:.0f}s ago"
+        elif key in _SINCE_KEYS:
+            shown[key] = f"{now - value:.0f}s ago"
+    return shown
+
+
+def _table(title: str, rows: object, now: float | None = None) -> str:
+    if isinstance(rows, list):
+        now = time.time() if now is None else now
+        rows = [_relative(r, now) if isinstance(r, dict) else r for r in rows]
     if isinstance(rows, dict):
         lines = [f"{title}:"] + [f"  {k:<40} {v}" for k, v in rows.items()]
         return "\n".join(lines if rows else [f"{title}: none"])
