@@ -7,9 +7,9 @@ APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd
 STAMP := $(VENV)/.installed
 
 .PHONY: test lint format unit test-long fuzz bench apt venv clean sanity ansible-lint \
-	lab-bootstrap lab-image lab-venv lab-test molecule
+	lab-bootstrap lab-image lab-venv lab-test molecule lab lab-down lab-shell vm-test
 
-test: apt venv lint ansible-lint unit sanity test-long
+test: apt venv lint ansible-lint unit sanity test-long lab-test molecule
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -87,8 +87,32 @@ $(LAB_STAMP): $(STAMP) requirements-lab.txt
 lab-test: venv lab-venv lab-bootstrap
 	MIP6_LAB_REQUIRED=1 $(BIN)/pytest agent/tests/test_lab.py -m lab -v
 
-molecule: venv lab-venv lab-bootstrap
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/molecule test
+# Every scenario on one shared lab; MIP6_LAB_CONVERGED tells the scenarios after default
+# that the lab is already converged (molecule/shared/converge_once.yml).
+molecule: apt venv lab-venv lab-bootstrap
+	PATH=$(CURDIR)/$(BIN):$$PATH MIP6_LAB_CONVERGED=1 $(BIN)/molecule test --all
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache .hypothesis .ruff_cache
+
+# The data plane (ip6tnl included) on a Debian distro kernel under qemu/KVM, as root:
+# builds the VM's root once (cached in .cache/kernel-vm), see docs/dataplane.md.
+vm-test:
+	lab/kernel-vm/run.sh
+
+# The embedded fleet (docs/quickstart.md): build the lab, roll Mobile IPv6 out with
+# playbooks/site.yml and inventories/lab (ansible.cfg), then show ha1's binding cache and
+# a ping from cn1 to mn1's home address. NODE=mn1 make lab-shell opens a shell in a node.
+LAB_INSTANCE := lab
+NODE ?= mn1
+
+lab: venv lab-venv lab-bootstrap
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook -i localhost, molecule/shared/create.yml -e lab_instance=$(LAB_INSTANCE)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook playbooks/site.yml -e mip6_lab_instance=$(LAB_INSTANCE)
+	lab/show.sh $(LAB_INSTANCE)
+
+lab-down: venv lab-venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook -i localhost, molecule/shared/destroy.yml -e lab_instance=$(LAB_INSTANCE)
+
+lab-shell:
+	podman exec -it mip6-$(LAB_INSTANCE)-$(NODE) bash
