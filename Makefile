@@ -88,8 +88,10 @@ lab-test: venv lab-venv lab-bootstrap
 	MIP6_LAB_REQUIRED=1 $(BIN)/pytest agent/tests/test_lab.py -m lab -v
 
 # Every scenario on one shared lab; MIP6_LAB_CONVERGED tells the scenarios after default
-# that the lab is already converged (molecule/shared/converge_once.yml).
+# that the lab is already converged (molecule/shared/converge_once.yml). The destroy first
+# clears what an interrupted run left (its state would say "already created").
 molecule: apt venv lab-venv lab-bootstrap
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/molecule destroy
 	PATH=$(CURDIR)/$(BIN):$$PATH MIP6_LAB_CONVERGED=1 $(BIN)/molecule test --all
 
 clean:
