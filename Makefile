@@ -12,11 +12,7 @@ STAMP := $(VENV)/.installed
 test: apt venv lint ansible-lint unit sanity test-long lab-test molecule
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	lab/apt-install-missing.sh $(APT_PACKAGES)
 
 venv: $(STAMP) collections/ansible_collections/mobileip/mipv6
 

@@ -20,17 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-missing=()
-for package in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$' \
-    || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "lab/bootstrap.sh: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
-fi
+"$(dirname "${BASH_SOURCE[0]}")"/apt-install-missing.sh --no-install-recommends "${PACKAGES[@]}"
 
 # Add each key to its [section] unless the file sets it already (in that section, even
 # to another value: an operator's choice wins). Keeps the rest of the file as it is.

@@ -35,17 +35,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 started=$SECONDS
 
-missing=()
-for package in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$' \
-    || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
-fi
+"$HERE/.."/apt-install-missing.sh --no-install-recommends "${PACKAGES[@]}"
 
 image_started=$SECONDS
 IMAGE=$("$HERE/build-image.sh")
