@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -50,3 +53,57 @@ def run_in(ns: str, *argv: str, **kwargs: object) -> subprocess.CompletedProcess
 
 def popen_in(ns: str, *argv: str, **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def namespace_pids(ns: str) -> list[int]:
+    result = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    return [int(p) for p in result.stdout.split()]
+
+
+def kill_namespace_processes(ns: str) -> None:
+    for pid in namespace_pids(ns):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def stop_daemon(proc: subprocess.Popen[str]) -> None:
+    """Stop a daemon started with ``ip netns exec`` and its helpers, helpers first.
+
+    With radvd, stopping its privilege-separation helper first means no radvd process is
+    still running when the namespace goes. radvd does not reap it, so it stays a zombie
+    (dead, holding nothing) until PID 1 reaps it; we cannot reap a grandchild without
+    making the whole test process a subreaper.
+    """
+    helpers = _children(proc.pid)
+    for pid in helpers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + 1.0
+    while helpers and any(_running(pid) for pid in helpers) and time.monotonic() < end:
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not yet a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import namespaces, popen_in, run_in, veth
+from netns import kill_namespace_processes, namespaces, popen_in, run_in, stop_daemon, veth
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
@@ -425,33 +424,6 @@ def test_radvd_configtest_accepts_the_rendered_files(rendered: dict[str, Path]) 
         assert result.returncode == 0, result.stderr
 
 
-def _children(pid: int) -> list[int]:
-    with contextlib.suppress(OSError):
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return []
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Stop a daemon started with ip netns exec (the pid is the daemon) and its helpers."""
-    for pid in _children(proc.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _kill_namespace_processes(ns: str) -> None:
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-    for pid in pids.split():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), signal.SIGKILL)
-
-
 def _router_advertisements(conf: Path, ifname: str, count: int) -> list[dict[str, str]]:
     """Run radvd with conf on ifname in a namespace; mip6dump's JSON of the first RAs."""
     records: list[dict[str, str]] = []
@@ -501,12 +473,12 @@ def _router_advertisements(conf: Path, ifname: str, count: int) -> list[dict[str
                     dump.kill()
                     dump.wait()
                 if radvd is not None:
-                    _stop(radvd)
+                    stop_daemon(radvd)
                     if radvd.stderr:
                         radvd.stderr.close()
         finally:
             for name in ns.values():
-                _kill_namespace_processes(name)
+                kill_namespace_processes(name)
     return records
 
 
@@ -838,7 +810,7 @@ def _charon(ns: str, workdir: Path) -> Iterator[dict[str, Any]]:
             time.sleep(0.05)
         yield {"env": env, "uri": f"unix://{socket_path}"}
     finally:
-        _stop(proc)
+        stop_daemon(proc)
 
 
 def _swanctl(ns: str, charon: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
@@ -891,4 +863,4 @@ def test_swanctl_files_load_into_charon(rendered: dict[str, Path], tmp_path: Pat
                 assert f"remote: {HOA2}/128[ipv6-icmp/146]" in conns
                 assert f"local:  {HA}/128[ipv6-icmp/147]" in conns
         finally:
-            _kill_namespace_processes(name)
+            kill_namespace_processes(name)

@@ -47,6 +47,7 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Literal
 
 import pytest
+from netns import kill_namespace_processes, namespace_pids, stop_daemon
 
 NETNS_DIR = "/run/netns"
 ETH_P_ALL = 0x0003
@@ -116,9 +117,7 @@ def sweep_stale() -> list[str]:
         match = _NAME.match(name)
         if not match or _alive(int(match.group(1))):
             continue
-        for pid in _namespace_pids(name):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_namespace_processes(name)
         _run(["ip", "netns", "del", name], check=False)
         removed.append(name)
     tmp = tempfile.gettempdir()
@@ -316,7 +315,7 @@ class Topology:
                 errors.append(f"close: {exc}")
         self._closers.clear()
         for proc in self._radvd.values():
-            _stop(proc)
+            stop_daemon(proc)
         self._radvd.clear()
         for name in reversed(self._created):
             _empty_namespace(name)
@@ -475,6 +474,13 @@ class Topology:
         if node == "mn" and self.addressing == "static" and readdress:
             self._readdress(link)
 
+    def add_interface(self, node: str, ifname: str, link: LinkName, address: IPv6Address) -> None:
+        """A second interface for a node, on another link, with a static address."""
+        if ifname == NODE_IFNAME:
+            raise ValueError(f"{NODE_IFNAME} is every node's first interface")
+        self._plug(node, ifname, link)
+        self.ip(node, "addr", "add", f"{address}/64", "dev", ifname, "nodad")
+
     def wait_for_address(self, node: str, address: IPv6Address, deadline: float = 5.0) -> None:
         end = time.monotonic() + deadline
         while str(address) not in self.ip(node, "-6", "addr", "show", "dev", NODE_IFNAME):
@@ -566,18 +572,12 @@ class Topology:
             raise RuntimeError(f"radvd on {node} exited: {output}{self.radvd_log(node)}")
 
 
-def _namespace_pids(name: str) -> list[int]:
-    return [int(p) for p in _run(["ip", "netns", "pids", name], check=False).stdout.split()]
-
-
 def _empty_namespace(name: str, grace: float = 2.0) -> None:
     """Wait for the processes we started there (radvd's helper lingers ~1 s), then kill."""
     end = time.monotonic() + grace
-    while (pids := _namespace_pids(name)) and time.monotonic() < end:
+    while namespace_pids(name) and time.monotonic() < end:
         time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_namespace_processes(name)
 
 
 def _await_reply(sock: socket.socket, peer: IPv6Address, ident: int, seq: int, wait: float) -> bool:
@@ -592,49 +592,6 @@ def _await_reply(sock: socket.socket, peer: IPv6Address, ident: int, seq: int, w
         if kind == 129 and (got_ident, got_seq) == (ident, seq):
             return True
     return False
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Stop radvd and its privilege-separation helper, helper first.
-
-    Stopping the helper first means no radvd process is still running when the namespace
-    goes. radvd does not reap it, so it stays a zombie (dead, holding nothing) until PID 1
-    reaps it; we cannot reap a grandchild without making the whole test process a
-    subreaper.
-    """
-    helpers = _children(proc.pid)
-    for pid in helpers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    end = time.monotonic() + 1.0
-    while helpers and any(_running(pid) for pid in helpers) and time.monotonic() < end:
-        time.sleep(0.01)
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stderr is not None:
-        proc.stderr.close()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except OSError:
-        return []
-
-
-def _running(pid: int) -> bool:
-    """Alive and not yet a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
