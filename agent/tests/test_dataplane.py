@@ -49,7 +49,7 @@ from mip6agent.io.dataplane.netlink import (
     Rule,
     tunnel_message,
 )
-from topology import CN_ADDRESS, HA_ADDRESS, Frame, IPv6Header, Topology, make_topology
+from topology import CN_ADDRESS, HA_ADDRESS, LINKS, Frame, IPv6Header, Topology, make_topology
 from tshark import tshark_json, write_pcap
 
 __all__ = ["make_topology"]  # the fixture, imported for pytest
@@ -256,6 +256,34 @@ def test_select_backend_picks_seg6_here_and_explains_refusals(make_topology: Any
 
 
 # --- the seg6 data plane on the wire ---------------------------------------------------
+
+
+@needs_root
+def test_home_agent_tunnels_out_through_its_uplink_when_that_is_not_the_home_link(
+    make_topology: Any, kind: str
+) -> None:
+    # An HA that routes its home link and reaches the rest of the network elsewhere: here
+    # its default route goes through a second interface on the CN link.
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo, kind)
+    topo.add_interface("ha", "uplink", "cn", LINKS["cn"].host(1))
+    topo.ip("ha", "-6", "route", "replace", "default", "via", str(LINKS["cn"].router))
+    register(topo, ha, mn)
+    uplink, home = topo.capture("ha", "uplink"), topo.capture("ha", HOME)
+
+    assert topo.ping("cn", topo.hoa, count=3)
+    assert topo.ping("mn", CN_ADDRESS, source=topo.hoa)
+
+    def to_mn(capture: Any) -> list[IPv6Header]:
+        return [i for o, i in tunnelled(capture.ipv6()) if (o.src, o.dst) == (HA_ADDRESS, topo.coa)]
+
+    out, stray = to_mn(uplink), to_mn(home)
+    assert any((i.src, i.dst, icmp_type(i)) == (CN_ADDRESS, topo.hoa, 128) for i in out)
+    assert stray == []
+    # The MN's reverse tunnel still arrives on the home link and is decapsulated there.
+    assert any(
+        (o.src, o.dst, i.src) == (topo.coa, HA_ADDRESS, topo.hoa) for o, i in tunnelled(home.ipv6())
+    )
 
 
 @needs_root
@@ -853,7 +881,8 @@ def test_ip6tnl_home_agent_would_create_route_and_retire_tunnels() -> None:
     ha.ha_bind(hoa, coa, HA_ADDRESS, HOME)
     assert kernel.ops() == ["link+", "route+", "proxy+"]
     tunnel = next(iter(kernel.tunnel_table.values()))
-    assert (tunnel.name, tunnel.local, tunnel.remote, tunnel.link) == ("mip6h0", HA_ADDRESS, coa, 2)
+    # Not bound to the home link: outer packets follow the HA's routing table.
+    assert (tunnel.name, tunnel.local, tunnel.remote, tunnel.link) == ("mip6h0", HA_ADDRESS, coa, 0)
     assert kernel.route_table == [Route(IPv6Network(f"{hoa}/128"), RT_TABLE_MAIN, tunnel.index)]
     assert kernel.proxy_table == [ProxyEntry(hoa, 2)]
     assert ha.ha_bindings() == {hoa: coa}
@@ -869,6 +898,44 @@ def test_ip6tnl_home_agent_would_create_route_and_retire_tunnels() -> None:
 
     ha.ha_unbind(hoa)
     assert kernel.tunnel_table == {} and kernel.route_table == [] and kernel.proxy_table == []
+
+
+def test_ip6tnl_home_agent_shares_a_device_between_home_links_and_reconciles_each() -> None:
+    kernel = FakeKernel()
+    kernel.links[3] = "eth1"
+    ha = Ip6tnlDataPlane(netlink=kernel)
+    hoa1, hoa2, coa = IPv6Address("2001:db8:1::100"), IPv6Address("2001:db8:5::100"), OTHER_COA
+    ha.ha_bind(hoa1, coa, HA_ADDRESS, HOME)
+    ha.ha_bind(hoa2, coa, HA_ADDRESS, "eth1")
+    (tunnel,) = kernel.tunnel_table.values()  # one pair of endpoints, one device
+    assert tunnel.link == 0
+    assert kernel.proxy_table == [ProxyEntry(hoa1, 2), ProxyEntry(hoa2, 3)]
+    kernel.log.clear()
+    # Each home link adopts its own binding and leaves the other link's alone.
+    assert ha.ha_reconcile({hoa1: coa}, HA_ADDRESS, HOME).adopted == (hoa1,)
+    assert ha.ha_reconcile({hoa2: coa}, HA_ADDRESS, "eth1").adopted == (hoa2,)
+    assert kernel.ops() == []
+    # Reconciling one link to nothing removes only that link's binding; the device stays.
+    report = ha.ha_reconcile({}, HA_ADDRESS, "eth1")
+    assert report.removed == (hoa2,)
+    assert ha.ha_bindings() == {hoa1: coa}
+    assert list(kernel.tunnel_table.values()) == [tunnel]
+    assert kernel.proxy_table == [ProxyEntry(hoa1, 2)]
+
+
+def test_ip6tnl_home_agent_unbinds_a_device_an_older_version_bound_to_the_home_link() -> None:
+    kernel = FakeKernel()
+    ha = Ip6tnlDataPlane(netlink=kernel)
+    hoa, coa = IPv6Address("2001:db8:1::100"), IPv6Address("2001:db8:2::100")
+    ha.ha_bind(hoa, coa, HA_ADDRESS, HOME)
+    (index,) = kernel.tunnel_table
+    kernel.tunnel_table[index] = Ip6Tunnel("mip6h0", HA_ADDRESS, coa, 2, index)
+    kernel.log.clear()
+    report = ha.ha_reconcile({hoa: coa}, HA_ADDRESS, HOME)
+    assert report.updated == (hoa,)
+    assert [op for op in kernel.ops() if op.startswith("link")] == ["link~"]  # same device
+    assert kernel.tunnel_table[index].link == 0
+    assert ha.ha_reconcile({hoa: coa}, HA_ADDRESS, HOME).adopted == (hoa,)
 
 
 def test_ip6tnl_mobile_node_would_move_its_tunnel_in_place_on_handover() -> None:

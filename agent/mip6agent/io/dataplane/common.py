@@ -93,7 +93,7 @@ class KernelBackend:
         raise NotImplementedError
 
     def _ha_links(self) -> dict[IPv6Address, int]:
-        """HoA -> index of the home interface its binding uses."""
+        """HoA -> index of the home interface its binding uses, where the kernel says."""
         raise NotImplementedError
 
     def _mn_home_states(self) -> dict[IPv6Address, HomeState]:
@@ -157,7 +157,9 @@ class KernelBackend:
         home = self._nl.ifindex(home_ifname)
         report = _ReportBuilder()
         links = self._ha_links()
-        present = {h: c for h, c in self.ha_bindings().items() if links.get(h) == home}
+        # A route whose home link cannot be told (ip6tnl, proxy entry lost in a crash) is
+        # a candidate on every home link: the one that wants it installs it again.
+        present = {h: c for h, c in self.ha_bindings().items() if links.get(h, home) == home}
         proxied = {e.address for e in self._our_proxies() if e.ifindex == home}
         for hoa in sorted((set(present) | proxied) - set(wanted)):
             self.ha_unbind(hoa)

@@ -6,6 +6,12 @@ tests as seg6. The kernel paths it relies on are named below.
 
 - One device per tunnel: ``<prefix>h<n>`` on a home agent (local HA, remote CoA, one per
   CoA in use), ``<prefix>m<n>`` on a mobile node (local CoA, remote HA, one per HA).
+- A home agent's devices have ``link`` 0. A device's link only makes the outer route
+  lookup prefer that interface (not strict: the source is set), but ip6_tnl_xmit_ctl()
+  wants the local address on it; and one device per pair of endpoints serves every
+  binding with that CoA, whatever its home link. Which home link a binding belongs to is
+  read from its proxy NDP entry.
+- A mobile node's device is bound to the CoA's interface, where its outer packets belong.
 - Mode ip6ip6 (IFLA_IPTUN_PROTO 41), hop limit 64, flags IGN_ENCAP_LIMIT (no Tunnel
   Encapsulation Limit destination option: plain next header 41 on the wire, like the seg6
   backend) and MIP6_DEV (which the kernel no longer reads; it marks our devices).
@@ -64,7 +70,7 @@ class Ip6tnlDataPlane(KernelBackend):
     def _ha_install(
         self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
     ) -> None:
-        tunnel = self._ha_tunnel(ha_addr, coa, home)
+        tunnel = self._ha_tunnel(ha_addr, coa)
         cfg = self.config
         route = Route(host(hoa), RT_TABLE_MAIN, tunnel.index, cfg.proto, metric=cfg.metric)
         self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
@@ -72,15 +78,16 @@ class Ip6tnlDataPlane(KernelBackend):
             if stale.key != route.key:
                 self._nl.delete_route(stale, f"duplicate route for {hoa}")
 
-    def _ha_tunnel(self, ha_addr: IPv6Address, coa: IPv6Address, home: int) -> Ip6Tunnel:
+    def _ha_tunnel(self, ha_addr: IPv6Address, coa: IPv6Address) -> Ip6Tunnel:
         for tunnel in self._tunnels("h"):
             if (tunnel.local, tunnel.remote) == (ha_addr, coa):
-                wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, home, tunnel.index)
+                # Devices made by earlier versions were bound to the home link: unbind them.
+                wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, 0, tunnel.index)
                 if wanted != tunnel:
                     self._nl.change_tunnel(wanted, f"ip6tnl tunnel {tunnel.name} to {coa}")
                 return wanted
         name = self._free_name("h")
-        return self._create(Ip6Tunnel(name, ha_addr, coa, home), f"ip6tnl tunnel {name} to {coa}")
+        return self._create(Ip6Tunnel(name, ha_addr, coa, 0), f"ip6tnl tunnel {name} to {coa}")
 
     def _create(self, tunnel: Ip6Tunnel, what: str) -> Ip6Tunnel:
         try:
@@ -113,7 +120,7 @@ class Ip6tnlDataPlane(KernelBackend):
         if len(routes) != 1 or routes[0].oif not in tunnels:
             return False
         tunnel = tunnels[routes[0].oif]
-        wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, home, tunnel.index)
+        wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, 0, tunnel.index)
         return tunnel == wanted and self._has_proxy(hoa, home)
 
     def _ha_collect_garbage(self) -> None:
@@ -128,12 +135,9 @@ class Ip6tnlDataPlane(KernelBackend):
         }
 
     def _ha_links(self) -> dict[IPv6Address, int]:
-        tunnels = {t.index: t for t in self._tunnels("h")}
-        return {
-            r.dst.network_address: tunnels[r.oif].link
-            for r in self._our_routes()
-            if r.table == RT_TABLE_MAIN and r.dst.prefixlen == 128 and r.oif in tunnels
-        }
+        # The devices are not bound to a home link; the proxy entry says which one it is.
+        proxied = {e.address: e.ifindex for e in self._our_proxies()}
+        return {hoa: proxied[hoa] for hoa in self.ha_bindings() if hoa in proxied}
 
     # --- mobile node ------------------------------------------------------------------
 
