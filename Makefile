@@ -6,10 +6,22 @@ BIN := $(VENV)/bin
 APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd systemd shellcheck
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format unit test-long fuzz bench apt venv clean sanity ansible-lint \
-	lab-bootstrap lab-image lab-venv lab-test molecule lab lab-down lab-shell vm-test
+.PHONY: test test-lab-lane test-check-lane lint format unit test-long fuzz bench apt venv \
+	clean sanity ansible-lint lab-bootstrap lab-image lab-venv lab-test molecule lab lab-down \
+	lab-shell vm-test
 
-test: apt venv lint ansible-lint unit sanity test-long lab-test molecule
+# Two lanes at once: the Podman lab (its tests, then Molecule), which mostly waits on
+# container execs, and the checks that need no lab (lint, sanity, namespace tests).
+# Each lane is sequential; -O prints a target's output in one piece when it ends.
+test: apt venv lab-venv lab-bootstrap
+	$(MAKE) --no-print-directory -j2 -O test-lab-lane test-check-lane
+
+test-lab-lane:
+	$(MAKE) --no-print-directory lab-test
+	$(MAKE) --no-print-directory molecule
+
+test-check-lane:
+	$(MAKE) --no-print-directory lint ansible-lint unit sanity test-long
 
 apt:
 	lab/apt-install-missing.sh $(APT_PACKAGES)
