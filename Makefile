@@ -6,15 +6,21 @@ BIN := $(VENV)/bin
 APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd systemd shellcheck
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-lab-lane test-check-lane lint format unit test-long fuzz bench apt venv \
+.PHONY: test test-setup-venvs test-setup-lab test-lab-lane test-check-lane lint format unit test-long fuzz bench apt venv \
 	clean sanity ansible-lint lab-bootstrap lab-image lab-venv lab-test molecule lab lab-down \
 	lab-shell vm-test
 
 # Two lanes at once: the Podman lab (its tests, then Molecule), which mostly waits on
 # container execs, and the checks that need no lab (lint, sanity, namespace tests).
 # Each lane is sequential; -O prints a target's output in one piece when it ends.
-test: apt venv lab-venv lab-bootstrap
+# The setup runs in two lanes as well: the venvs (PyPI) beside the lab image (debootstrap).
+test: apt
+	$(MAKE) --no-print-directory -j2 -O test-setup-venvs test-setup-lab
 	$(MAKE) --no-print-directory -j2 -O test-lab-lane test-check-lane
+
+test-setup-venvs: venv lab-venv
+
+test-setup-lab: lab-image
 
 test-lab-lane:
 	$(MAKE) --no-print-directory lab-test
