@@ -868,10 +868,12 @@ def test_wheelhouse_build_and_offline_install(env: dict[str, str], tmp_path: Pat
     if os.geteuid() != 0:
         pytest.skip("the role's files are owned by root")
     bindir = ansible_bin("ansible-playbook").parent
+    (tmp_path / "sbin").mkdir()  # the command directory exists, as /usr/local/sbin does
     where = {
         "__mip6_agent_venv": str(tmp_path / "venv"),
         "__mip6_agent_wheelhouse": str(tmp_path / "host-wheelhouse"),
         "__mip6_agent_docdir": str(tmp_path / "doc"),
+        "mip6_agent_command_dir": str(tmp_path / "sbin"),
         "mip6_agent_python": str(bindir / "python"),
         # The role's own cache key (agent sources, constraints, Python, machine) decides
         # whether to build: the first run builds from PyPI, later ones reuse the wheels.
@@ -923,12 +925,22 @@ def test_wheelhouse_build_and_offline_install(env: dict[str, str], tmp_path: Pat
     )
     installed = {p["name"].lower(): p["version"] for p in json.loads(listed.stdout)}
     assert {k: installed.get(k) for k in wanted} == wanted
+    commands = ("mip6agent", "mip6config", "mip6stat", "mip6dump")
+    assert {c: os.readlink(tmp_path / "sbin" / c) for c in commands} == {
+        c: str(venv / "bin" / c) for c in commands
+    }
     assert (tmp_path / "doc/agent-config.md").read_text() == (
         REPO / "docs/agent-config.md"
     ).read_text()
     second = playbook(env, "-i", "localhost,", str(path))
     assert second.returncode == 0, second.stdout[-4000:]
     assert recap(second)["localhost"]["changed"] == 0, second.stdout[-4000:]
+    # A link an operator removed comes back; the others are left as they are.
+    (tmp_path / "sbin/mip6stat").unlink()
+    third = playbook(env, "-i", "localhost,", str(path))
+    assert third.returncode == 0, third.stdout[-4000:]
+    assert recap(third)["localhost"]["changed"] == 1, third.stdout[-4000:]
+    assert os.readlink(tmp_path / "sbin/mip6stat") == str(venv / "bin/mip6stat")
 
 
 # --- the stats playbook ---------------------------------------------------------------------
