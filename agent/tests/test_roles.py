@@ -943,6 +943,58 @@ def test_wheelhouse_build_and_offline_install(env: dict[str, str], tmp_path: Pat
     assert os.readlink(tmp_path / "sbin/mip6stat") == str(venv / "bin/mip6stat")
 
 
+def test_host_state_probe_reports_what_is_right_already(tmp_path: Path) -> None:
+    """roles/agent/files/mip6_host_state.py, run as the role runs it (the host's Python)."""
+    if os.geteuid() != 0:
+        pytest.skip("directory ownership root:root needs root")
+    venv_bin, sbin = tmp_path / "venv/bin", tmp_path / "sbin"
+    venv_bin.mkdir(parents=True)
+    sbin.mkdir()
+    (tmp_path / "venv/.mip6-wheelhouse").write_text("0.1.0-py3.11-x86_64-abc\n")
+    (tmp_path / "agent.yml").write_text('# generated\nrole: "mn"\nmobile_node: {}\n')
+    (sbin / "mip6agent").symlink_to(venv_bin / "mip6agent")  # right
+    (sbin / "mip6stat").symlink_to(tmp_path / "elsewhere/mip6stat")  # wrong target
+    (sbin / "mip6config").write_text("")  # a file, not a link
+    right, loose, missing = tmp_path / "state", tmp_path / "etc", tmp_path / "nothere"
+    right.mkdir(mode=0o700)
+    loose.mkdir()
+    loose.chmod(0o777)
+    given = {
+        "stamp": str(tmp_path / "venv/.mip6-wheelhouse"),
+        "config": str(tmp_path / "agent.yml"),
+        "unit": str(tmp_path / "mip6agent.service"),
+        "venv_bin": str(venv_bin),
+        "command_dir": str(sbin),
+        "commands": ["mip6agent", "mip6config", "mip6stat", "mip6dump"],
+        "dirs": {str(right): "0700", str(loose): "0755", str(missing): "0755"},
+    }
+    script = REPO / "roles/agent/files/mip6_host_state.py"
+    out = subprocess.run(
+        ["/usr/bin/python3", str(script), json.dumps(given)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    state = json.loads(out.stdout)
+    assert state["installed"] == "0.1.0-py3.11-x86_64-abc"
+    assert state["role"] == "mn"
+    assert state["unit"] is False
+    assert state["links"] == ["mip6agent"]
+    assert state["dirs"] == [str(right)]
+    python = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; print(*sys.version_info[:2], sep='.')"],
+        capture_output=True,
+        text=True,
+    )
+    assert state["version"] == python.stdout.strip()
+    # Nothing there yet (a new host): every answer says "do it".
+    empty = {**given, "stamp": str(missing / "s"), "config": str(missing / "c"), "dirs": {}}
+    fresh = subprocess.run(
+        ["/usr/bin/python3", str(script), json.dumps(empty)], capture_output=True, text=True
+    )
+    assert json.loads(fresh.stdout)["installed"] == json.loads(fresh.stdout)["role"] == ""
+    bad = subprocess.run(["/usr/bin/python3", str(script)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
 # --- the stats playbook ---------------------------------------------------------------------
 
 SAMPLE_REPORT = {
