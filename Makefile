@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd systemd shellcheck
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-setup-venvs test-setup-lab test-lab-lane test-check-lane lint format unit test-long fuzz bench apt venv \
-	clean sanity ansible-lint lab-bootstrap lab-image lab-venv lab-test molecule lab lab-down \
-	lab-shell vm-test
+.PHONY: test test-setup-venvs test-setup-lab test-lab-lane test-check-lane lint format unit \
+	test-long fuzz bench apt venv clean sanity ansible-lint lab-bootstrap lab-image lab-venv \
+	lab-test molecule lab lab-down lab-shell vm-test
 
 # Two lanes at once: the Podman lab (its tests, then Molecule), which mostly waits on
 # container execs, and the checks that need no lab (lint, sanity, namespace tests).
