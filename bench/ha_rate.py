@@ -74,6 +74,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model
 from mip6agent import wire
 from mip6agent.core.auth import MobilityKey, ntp_timestamp, protect
 from mip6agent.wire.constants import BU_FLAG_A, BU_FLAG_H, IPPROTO_ROUTING, MHType
@@ -157,19 +158,6 @@ def keys_yaml(count: int) -> str:
 
 
 # --- small helpers --------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or what :mod:`platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "cpu model", "Processor"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def process_cpu_seconds(pid: int) -> float | None:

@@ -75,6 +75,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "agent" / "tests"))
 
 from agents import AgentProcess  # noqa: E402
+from machine import cpu_model  # noqa: E402
 from test_agent_integration import HOA, binding_coa, bul_state, ha_config, mn_config  # noqa: E402
 from topology import CN_ADDRESS, HA_ADDRESS, NODE_IFNAME, Topology  # noqa: E402
 
@@ -853,14 +854,6 @@ def _trim(move: dict[str, Any], keep_timeline: bool) -> dict[str, Any]:
 # --- main -----------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -940,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "handover",
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],

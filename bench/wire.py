@@ -39,6 +39,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 import scapy
+from machine import cpu_model
 from mip6agent import wire
 from mip6agent.wire.constants import BU_FLAG_A, BU_FLAG_H, BU_FLAG_K
 from scapy.layers.inet6 import MIP6MH_BA, MIP6MH_BU
@@ -88,19 +89,6 @@ class Measurement:
     @property
     def per_s(self) -> float:
         return 1.0 / self.best
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, or what :mod:`platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "cpu model", "Processor"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def messages() -> dict[str, wire.MobilityMessage]:
