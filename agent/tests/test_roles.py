@@ -894,7 +894,7 @@ def test_wheelhouse_build_and_offline_install(env: dict[str, str], tmp_path: Pat
                     },
                     "vars": where,
                 }
-                for part in ("wheelhouse", "install")
+                for part in ("host_state", "wheelhouse", "install")
             ],
         }
     ]
