@@ -111,12 +111,17 @@ class StateChanged:
 
     table: str
     urgent: bool = True
+    # The binding that changed (home agent); None: anything in the table may have changed.
+    key: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Log:
+    """``kind`` groups repeated lines so a flood of one kind can be rate-limited."""
+
     level: str
     message: str
+    kind: str | None = None
 
 
 Action = (

@@ -20,6 +20,9 @@ class Binding:
     flags: int
     nai: str | None
     registered: float
+    # Rebuilt from kernel state after the state file failed to load: sequence and NAI are
+    # unknown, so the next authorized Binding Update for this home address is accepted.
+    recovered: bool = False
 
     def to_dict(self) -> dict[str, object]:
         # A literal, not dataclasses.asdict: that deep-copies every address (4x slower).
@@ -34,6 +37,7 @@ class Binding:
             "flags": self.flags,
             "nai": self.nai,
             "registered": self.registered,
+            "recovered": self.recovered,
         }
 
     @classmethod
