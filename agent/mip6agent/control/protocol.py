@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 MAX_LINE = 1 << 20
+# Deepest nesting of arrays and objects a request may have (the request object is level 1).
+MAX_DEPTH = 32
 DEFAULT_SOCKET = "/run/mip6/agent.sock"
 
 # Every command the server knows, with the mip6config/mip6stat flag it stands for.
@@ -42,6 +44,60 @@ COMMANDS = {
 }
 
 
+_NONE = type(None)
+_NUMBER = (int, float)
+
+# The arguments each command takes: name -> (accepted JSON types, required). They mirror the
+# parameters of the agent's ``_cmd_*`` methods (a test keeps the two in step), so a request
+# with a missing, unknown or mistyped argument is refused before it reaches the agent.
+ARGUMENTS: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "status": {},
+    "capabilities": {},
+    "show-config": {},
+    "set-config": {"config": (dict, True), "merge": (bool, False)},
+    "reload": {},
+    "enable-ha": {"preference": ((int, _NONE), False)},
+    "disable": {},
+    "enable": {},
+    "set-home-address": {
+        "address": (str, True),
+        "interface": (str, True),
+        "home_agent": ((str, _NONE), False),
+    },
+    "set-home-prefix": {"prefix": (str, True)},
+    "autoconfigure": {},
+    # mip6config -b, -l and -e; the configuration schema checks the ranges.
+    "set-lifetimes": {
+        "bu_lifetime": (_NUMBER, False),
+        "home_registration_lifetime": (_NUMBER, False),
+        "eager_movement_detection": (int, False),
+    },
+    "add-foreign-address": {"address": (str, True), "interface": (str, True)},
+    "remove-foreign-address": {"address": (str, True), "interface": ((str, _NONE), False)},
+    "debug": {"on": (bool, True)},
+    "bindings": {},
+    "clear-bindings": {},
+    "bul": {},
+    "clear-bul": {},
+    "home-agents": {},
+    "clear-home-agents": {},
+    "home-addresses": {},
+    "clear-home-addresses": {},
+    "counters": {},
+    "clear-counters": {},
+}
+
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    dict: "an object",
+    list: "an array",
+    _NONE: "null",
+}
+
+
 class ControlError(Exception):
     """A failed request; the message is for the operator."""
 
@@ -53,14 +109,83 @@ def encode_request(command: str, args: dict | None = None) -> bytes:
 def decode_request(line: bytes) -> tuple[str, dict]:
     try:
         data = json.loads(line)
+    except RecursionError:
+        # The C decoder recurses once per level: a deep enough request exhausts the stack.
+        raise ControlError(f"request nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise ControlError(f"request is not JSON: {exc}") from None
+    if _depth_exceeds(data, MAX_DEPTH):
+        raise ControlError(f"request nests deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict) or not isinstance(data.get("command"), str):
         raise ControlError('request must be an object with a "command" string')
     args = data.get("args", {})
     if not isinstance(args, dict):
         raise ControlError('"args" must be an object')
     return data["command"], args
+
+
+def _depth_exceeds(data: object, limit: int) -> bool:
+    """Whether arrays and objects in ``data`` nest deeper than ``limit`` (no recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _accepts(value: object, types: type | tuple[type, ...]) -> bool:
+    accepted = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):  # bool is an int subclass: only a declared bool takes it
+        return bool in accepted
+    return isinstance(value, accepted)
+
+
+def _describe_types(types: type | tuple[type, ...]) -> str:
+    accepted = types if isinstance(types, tuple) else (types,)
+    if int in accepted and float in accepted:
+        accepted = tuple(t for t in accepted if t is not int)
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in accepted)
+
+
+def describe_value(value: object) -> str:
+    """The JSON type of ``value`` as a phrase ("a string", "null")."""
+    if isinstance(value, bool):
+        return "a boolean"
+    for kind, name in _TYPE_NAMES.items():
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def check_arguments(command: str, args: dict) -> None:
+    """Refuse ``args`` unless they fit the command's declared :data:`ARGUMENTS`."""
+    declared = ARGUMENTS.get(command)
+    if declared is None:
+        raise ControlError(f"unknown command {command!r}")
+    unknown = sorted(name for name in args if name not in declared)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise ControlError(f"unknown argument{plural} {names} for {command}")
+    for name, (types, required) in declared.items():
+        if name not in args:
+            if required:
+                raise ControlError(f"{command}: missing argument {name!r}")
+            continue
+        value = args[name]
+        if not _accepts(value, types):
+            raise ControlError(
+                f"{command}: argument {name!r} must be {_describe_types(types)}, "
+                f"got {describe_value(value)}"
+            )
 
 
 def encode_reply(result: object = None, error: str | None = None) -> bytes:
