@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv6Address
@@ -41,11 +42,80 @@ class Binding:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Binding:
-        values = dict(data)
+    def from_dict(cls, data: object) -> Binding:
+        """The inverse of :meth:`to_dict`; ValueError names what is wrong with ``data``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"binding must be an object, got {type(data).__name__}")
+        missing = [key for key in _REQUIRED if key not in data]
+        if missing:
+            raise ValueError(f"binding lacks {', '.join(missing)}")
+        unknown = sorted(str(key) for key in data if key not in _REQUIRED and key != "recovered")
+        if unknown:
+            raise ValueError(f"binding has unknown keys {', '.join(unknown)}")
+        addresses = {}
         for key in ("home_address", "care_of_address", "home_agent"):
-            values[key] = IPv6Address(str(values[key]))
-        return cls(**values)  # type: ignore[arg-type]
+            value = data[key]
+            if not isinstance(value, str):
+                raise ValueError(f"binding {key} must be a string, got {type(value).__name__}")
+            try:
+                addresses[key] = IPv6Address(value)
+            except ValueError:
+                raise ValueError(f"binding {key} {value!r} is not an IPv6 address") from None
+        interface, nai, recovered = data["interface"], data["nai"], data.get("recovered", False)
+        if not isinstance(interface, str) or not interface:
+            raise ValueError("binding interface must be a non-empty string")
+        if nai is not None and not isinstance(nai, str):
+            raise ValueError(f"binding nai must be a string or null, got {type(nai).__name__}")
+        if not isinstance(recovered, bool):
+            raise ValueError("binding recovered must be true or false")
+        sequence, flags = data["sequence"], data["flags"]
+        if not _is_int(sequence) or not 0 <= sequence < 1 << 16:
+            raise ValueError(f"binding sequence must be an integer 0..65535, got {sequence!r}")
+        if not _is_int(flags) or not 0 <= flags < 1 << 16:
+            raise ValueError(f"binding flags must be an integer 0..65535, got {flags!r}")
+        times = {}
+        for key in ("lifetime", "expires", "registered"):
+            value = data[key]
+            if not _is_number(value):
+                raise ValueError(f"binding {key} must be a number, got {value!r}")
+            if value < 0:
+                raise ValueError(f"binding {key} must not be negative, got {value!r}")
+            times[key] = float(value)
+        return cls(
+            home_address=addresses["home_address"],
+            care_of_address=addresses["care_of_address"],
+            home_agent=addresses["home_agent"],
+            interface=interface,
+            sequence=sequence,
+            lifetime=times["lifetime"],
+            expires=times["expires"],
+            flags=flags,
+            nai=nai,
+            registered=times["registered"],
+            recovered=recovered,
+        )
+
+
+_REQUIRED = (
+    "home_address",
+    "care_of_address",
+    "home_agent",
+    "interface",
+    "sequence",
+    "lifetime",
+    "expires",
+    "flags",
+    "nai",
+    "registered",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 class BindingCache:
