@@ -219,13 +219,29 @@ class HomeAgent:
         }
 
     def restore(self, state: dict[str, object], now: float) -> list:
-        """Reload a persisted cache; entries already expired are dropped."""
+        """Reload a persisted cache; entries already expired are dropped.
+
+        A row of the wrong shape is skipped and reported (an error Log), never fatal.
+        """
         out: list = []
-        for raw in state.get("bindings", []):  # type: ignore[union-attr]
-            binding = Binding.from_dict(raw)
+        rows = state.get("bindings", [])
+        for n, raw in enumerate(rows if isinstance(rows, list) else []):
+            try:
+                binding = Binding.from_dict(raw)
+            except ValueError as exc:
+                out.append(act.Log("error", f"saved binding {n} skipped: {exc}", "restore"))
+                continue
             if binding.expires > now:
                 self.cache.put(binding)
-        self.replay.restore(dict(state.get("timestamps", {})))  # type: ignore[arg-type]
+        if not isinstance(rows, list):
+            out.append(act.Log("error", "saved bindings skipped: not a list", "restore"))
+        stamps = state.get("timestamps", {})
+        if isinstance(stamps, dict):
+            self.replay.restore(
+                {k: v for k, v in stamps.items() if isinstance(k, str) and isinstance(v, int)}
+            )
+        else:
+            out.append(act.Log("error", "saved replay timestamps skipped: not an object"))
         return out
 
     # --- Binding Update processing ---------------------------------------------------
