@@ -259,7 +259,10 @@ def test_dad_conflict_answers_134_and_creates_nothing() -> None:
     ha = agent(dad=True)
     ha.receive(bu_packet(1), T0)
     defender = wire.build_packet(
-        IPv6Address("fe80::99"), IPv6Address("ff02::1"), wire.NeighborAdvertisement(HOA, 0x20)
+        IPv6Address("fe80::99"),
+        IPv6Address("ff02::1"),
+        wire.NeighborAdvertisement(HOA, 0x20),
+        hop_limit=255,
     )
     ha.receive(wire.parse_packet(defender), T0 + 0.2, interface="home0")
     done = ha.handle_timer(T0 + 1.0)
@@ -271,7 +274,9 @@ def test_dad_conflict_answers_134_and_creates_nothing() -> None:
 def test_address_resolution_ns_is_not_a_dad_conflict() -> None:
     ha = agent(dad=True)
     ha.receive(bu_packet(1), T0)
-    resolution = wire.build_packet(IPv6Address("fe80::5"), HOA, wire.NeighborSolicitation(HOA))
+    resolution = wire.build_packet(
+        IPv6Address("fe80::5"), HOA, wire.NeighborSolicitation(HOA), hop_limit=255
+    )
     ha.receive(wire.parse_packet(resolution), T0 + 0.1)
     assert the_ba(ha.handle_timer(T0 + 1)).status == 0
 
@@ -313,7 +318,8 @@ def _ra_from(ha_address: IPv6Address, preference: int, lifetime: int = 1800) -> 
             wire.HomeAgentInformation(preference, lifetime),
         ],
     )
-    return wire.parse_packet(wire.build_packet(IPv6Address("fe80::2"), IPv6Address("ff02::1"), ra))
+    data = wire.build_packet(IPv6Address("fe80::2"), IPv6Address("ff02::1"), ra, hop_limit=255)
+    return wire.parse_packet(data)
 
 
 def test_dhaad_reply_ranks_home_agents_by_preference() -> None:

@@ -3,8 +3,13 @@
 ``keys.yml``::
 
     mobile_nodes:
-      mn1@example.net: {spi: 1000, key: "5f0e...(40+ hex digits)"}
-      mn2@example.net: {spi: 1001, key: "base64:..."}
+      mn1@example.net: {spi: 1000, key: "5f0e...(40+ hex digits)",
+                        home_addresses: [2001:db8:1::100], max_bindings: 1}
+      mn2@example.net: {spi: 1001, key: "base64:...", home_addresses: [2001:db8:1::/64]}
+
+``home_addresses`` lists the home addresses (or prefixes) the key holder may register at
+the home agent; without it the key may register any home address in the home prefixes
+(the home agent warns at start). ``max_bindings`` caps its bindings at once.
 
 The file must be a regular file owned by the agent's uid with no permission bits outside
 ``expect_mode`` (0600). No message, repr or dump ever contains a key.
@@ -21,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, Problem
-from .kinds import Nai
+from .kinds import AddressOrPrefix, Nai
 from .model import Keys, MNKey, Secret
-from .walker import INVALID, Ctx, Field, Int, Kind, MapOf, Section
+from .walker import INVALID, Ctx, Field, Int, Kind, ListOf, MapOf, Opt, Section
 from .yamlfile import parse_yaml
 
 SPI_MIN = 256  # RFC 4285 reserves SPIs 0-255.
 SPI_MAX = 2**32 - 1
 KEY_MIN_BYTES = 16
+MAX_BINDINGS_PER_KEY = 1 << 20
 KEY_RECOMMENDED_BYTES = 20  # the HMAC-SHA1 output size; RFC 2104 advises keys at least this long
 _MAX_FILE_BYTES = 1 << 20
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -102,6 +108,20 @@ ENTRY = Section(
     [
         Field("spi", Int(SPI_MIN, SPI_MAX, secret=True), doc="RFC 4285 Security Parameter Index"),
         Field("key", KeyMaterial(), doc="MN-HA shared key, 16 bytes or more (20+ recommended)"),
+        Field(
+            "home_addresses",
+            Opt(ListOf(AddressOrPrefix(), min_items=1, unique=lambda x: x)),
+            None,
+            doc="Home addresses or prefixes this key may register; null: any in the home "
+            "prefixes (status 133 for the others)",
+        ),
+        Field(
+            "max_bindings",
+            Opt(Int(1, MAX_BINDINGS_PER_KEY)),
+            None,
+            doc="Bindings this key may hold at once; null: home_agent.max_bindings_per_nai "
+            "(status 130 beyond it)",
+        ),
     ],
     build=MNKey,
     secret_names=True,

@@ -7,6 +7,7 @@ from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Any
 
+from ..wire.addresses import anycast_problem, unicast_problem
 from .walker import INVALID, Ctx, Kind, describe, describe_type, quote
 
 # Linux IFNAMSIZ is 16 including the terminating NUL.
@@ -15,24 +16,6 @@ IFNAME_MAX = 15
 UNIX_PATH_MAX = 107
 # RFC 4283 Mobile Node Identifier option: the 8-bit length also covers the subtype byte.
 NAI_MAX_BYTES = 254
-# RFC 2526: the top 128 interface identifiers of a /64 are reserved subnet anycast addresses,
-# among them the Mobile IPv6 Home-Agents anycast address (...:fdff:ffff:ffff:fffe).
-_RFC2526_FIRST_IID = 0xFDFF_FFFF_FFFF_FF80
-
-
-def unicast_problem(addr: IPv6Address) -> str | None:
-    """Why ``addr`` cannot be a Mobile IPv6 home, care-of or home agent address, if it cannot."""
-    if addr.is_unspecified:
-        return "is the unspecified address"
-    if addr.is_loopback:
-        return "is the loopback address"
-    if addr.is_multicast:
-        return "is a multicast address"
-    if addr.is_link_local:
-        return "is a link-local address"
-    if addr.ipv4_mapped is not None:
-        return "is an IPv4-mapped address"
-    return None
 
 
 def _text(value: Any, what: str, example: str, path: str, line: int | None, ctx: Ctx) -> Any:
@@ -128,6 +111,22 @@ class Prefix(Kind):
         return f"IPv6 prefix (length 1..{self.max_length})"
 
 
+class AddressOrPrefix(Kind):
+    """A global address (as a /128) or a prefix, e.g. the home addresses a key may claim."""
+
+    def check(self, value: Any, path: str, line: int | None, ctx: Ctx) -> Any:
+        if isinstance(value, str) and "/" in value:
+            return Prefix().check(value, path, line, ctx)
+        address = Address().check(value, path, line, ctx)
+        return INVALID if address is INVALID else ipaddress.IPv6Network(address)
+
+    def dump(self, value: Any) -> Any:
+        return str(value.network_address) if value.prefixlen == 128 else str(value)
+
+    def describe(self) -> str:
+        return "IPv6 address or prefix"
+
+
 class HostPrefix(Kind):
     """An address with its prefix length, ``2001:db8:1::100/64`` (mip6config ``addr/plen``)."""
 
@@ -163,18 +162,6 @@ class HostPrefix(Kind):
 
     def describe(self) -> str:
         return "IPv6 address/prefix length"
-
-
-def anycast_problem(iface: IPv6Interface) -> str | None:
-    net = iface.network
-    if net.prefixlen < 127 and iface.ip == net.network_address:
-        return "is the subnet-router anycast address of its prefix, not a host address"
-    if net.prefixlen == 64 and int(iface.ip) & 0xFFFF_FFFF_FFFF_FFFF >= _RFC2526_FIRST_IID:
-        return (
-            "is a reserved subnet anycast address (RFC 2526), like the Mobile IPv6 "
-            "Home-Agents anycast address"
-        )
-    return None
 
 
 class IfName(Kind):

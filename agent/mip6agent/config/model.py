@@ -65,6 +65,8 @@ class MNKey:
 
     spi: int
     key: Secret
+    home_addresses: tuple[IPv6Network, ...] | None = None
+    max_bindings: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class Keys:
             raise KeyError(f"no key for NAI {nai!r} in {self.source}") from None
         return entry.spi, entry.key.reveal()
 
+    def entry(self, nai: str) -> MNKey | None:
+        return self._by_nai.get(nai)
+
     def spi_for(self, nai: str) -> int:
         """The SPI alone, for checks that have no business touching the key."""
         return self.for_nai(nai)[0]
@@ -102,9 +107,15 @@ class Keys:
         return tuple(nai for nai, _ in self.entries)
 
     def to_public_dict(self) -> dict[str, dict[str, Any]]:
-        return {
-            nai: {"spi": e.spi, "key": f"<redacted, {len(e.key)} bytes>"} for nai, e in self.entries
-        }
+        out: dict[str, dict[str, Any]] = {}
+        for nai, e in self.entries:
+            shown: dict[str, Any] = {"spi": e.spi, "key": f"<redacted, {len(e.key)} bytes>"}
+            if e.home_addresses is not None:
+                shown["home_addresses"] = [str(n) for n in e.home_addresses]
+            if e.max_bindings is not None:
+                shown["max_bindings"] = e.max_bindings
+            out[nai] = shown
+        return out
 
     def __repr__(self) -> str:
         count = len(self.entries)
@@ -126,6 +137,12 @@ class HomeAgentConfig:
     dad: bool
     sequence_window: int
     replay_window: float
+    max_bindings: int = 1_000_000
+    max_bindings_per_nai: int = 16
+    max_pending_dad: int = 256
+    max_home_agents: int = 32
+    error_rate_per_destination: int = 10
+    error_rate_total: int = 200
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,56 @@ HOME_AGENT = Section(
             Seconds(1, 300),
             7.0,
             doc="Largest difference allowed between the RFC 4285 Mobility Message "
-            "Identification timestamp and the home agent's clock (status 145 outside it).",
+            "Identification timestamp and the home agent's clock (status 144, MIPV6-ID-MISMATCH, outside it).",
+            compat="—",
+        ),
+        Field(
+            "max_bindings",
+            Int(1, 10_000_000),
+            1_000_000,
+            doc="Most bindings (registered plus waiting for DAD) the home agent holds; a new "
+            "home address beyond it gets status 130 (insufficient resources).",
+            compat="—",
+        ),
+        Field(
+            "max_bindings_per_nai",
+            Int(1, 1 << 20),
+            16,
+            doc="Most bindings one mobile node identifier (key) holds at once, unless its "
+            "entry in keys_file sets max_bindings; beyond it: status 130.",
+            compat="—",
+        ),
+        Field(
+            "max_pending_dad",
+            Int(1, 4096),
+            256,
+            doc="Most new home addresses in Duplicate Address Detection at once (each joins a "
+            "solicited-node group on the home link); beyond it: status 130. A DAD that cannot "
+            "start (the kernel refuses the group) also gets 130, never a silent pass.",
+            compat="—",
+        ),
+        Field(
+            "max_home_agents",
+            Int(1, 1024),
+            32,
+            doc="Most entries in the home agents list learnt from Router Advertisements; "
+            "Advertisements from further routers are ignored until an entry expires.",
+            compat="—",
+        ),
+        Field(
+            "error_rate_per_destination",
+            Int(0, 100_000),
+            10,
+            doc="Replies that any sender can trigger without a key (Binding Acknowledgements "
+            "with an error status, Binding Errors, DHAAD replies) per second to one address, "
+            "with a burst of the same size; 0: unlimited. RFC 6275 9.3.3 asks for a limit.",
+            compat="—",
+        ),
+        Field(
+            "error_rate_total",
+            Int(0, 1_000_000),
+            200,
+            doc="The same replies per second to all addresses together; 0: unlimited.",
             compat="—",
         ),
     ],

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 from ..wire import (
     MessageAuthentication,
@@ -41,10 +41,21 @@ def unix_seconds(timestamp: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class MobilityKey:
-    """One MN-HA security association. The key never appears in repr()."""
+    """One MN-HA security association. The key never appears in repr().
+
+    ``home_addresses``: the home addresses the key holder may register (None: any in the
+    home prefixes); ``max_bindings``: how many at once (None: the home agent's default).
+    """
 
     spi: int
     key: bytes = field(repr=False)
+    home_addresses: tuple[IPv6Network, ...] | None = None
+    max_bindings: int | None = None
+
+    def authorizes(self, home_address: IPv6Address) -> bool:
+        if self.home_addresses is None:
+            return True
+        return any(home_address in allowed for allowed in self.home_addresses)
 
 
 def _mac(key: bytes, coa: IPv6Address, hoa: IPv6Address, mh_data: bytes) -> bytes:

@@ -122,6 +122,19 @@ class BindingCache:
     def __init__(self) -> None:
         self._entries: dict[IPv6Address, Binding] = {}
         self._expiry: list[tuple[float, IPv6Address]] = []
+        self._per_nai: dict[str, int] = {}  # bindings per MN identifier, for the per-key cap
+
+    def count_for(self, nai: str | None) -> int:
+        return self._per_nai.get(nai, 0) if nai is not None else 0
+
+    def _count(self, nai: str | None, delta: int) -> None:
+        if nai is None:
+            return
+        left = self._per_nai.get(nai, 0) + delta
+        if left > 0:
+            self._per_nai[nai] = left
+        else:
+            self._per_nai.pop(nai, None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -136,12 +149,19 @@ class BindingCache:
         return self._entries.get(home_address)
 
     def put(self, binding: Binding) -> None:
+        old = self._entries.get(binding.home_address)
+        if old is not None:
+            self._count(old.nai, -1)
+        self._count(binding.nai, 1)
         self._entries[binding.home_address] = binding
         heapq.heappush(self._expiry, (binding.expires, binding.home_address))
 
     def remove(self, home_address: IPv6Address) -> Binding | None:
         # The heap entry stays behind; pop_expired skips entries that no longer match.
-        return self._entries.pop(home_address, None)
+        gone = self._entries.pop(home_address, None)
+        if gone is not None:
+            self._count(gone.nai, -1)
+        return gone
 
     def next_expiry(self) -> float | None:
         while self._expiry:
@@ -159,6 +179,7 @@ class BindingCache:
             entry = self._entries.get(home)
             if entry is not None and entry.expires == expires:
                 del self._entries[home]
+                self._count(entry.nai, -1)
                 gone.append(entry)
         return gone
 
@@ -166,4 +187,5 @@ class BindingCache:
         gone = list(self._entries.values())
         self._entries.clear()
         self._expiry.clear()
+        self._per_nai.clear()
         return gone

@@ -28,9 +28,17 @@ class HomeAgentEntry:
         }
 
 
+MAX_ADDRESSES_PER_ENTRY = 16
+
+
 class HomeAgentList:
-    def __init__(self) -> None:
+    """``max_entries`` bounds the list: a flood of forged RAs must not grow it (and DHAAD
+    replies) without limit; RAs from further routers are refused until an entry expires."""
+
+    def __init__(self, max_entries: int | None = None) -> None:
         self._entries: dict[tuple[str, IPv6Address], HomeAgentEntry] = {}
+        self.max_entries = max_entries
+        self.refused = 0
 
     def update_from_ra(
         self, ra: RouterAdvertisement, source: IPv6Address, interface: str, now: float
@@ -50,8 +58,11 @@ class HomeAgentList:
             o.prefix
             for o in ra.options
             if isinstance(o, PrefixInformation) and o.router_address and not o.prefix.is_link_local
-        ]
+        ][:MAX_ADDRESSES_PER_ENTRY]
         entry = self._entries.get(key)
+        if entry is None and self.max_entries is not None and len(self) >= self.max_entries:
+            self.refused += 1
+            return None
         if entry is None:
             entry = HomeAgentEntry(
                 source, addresses, preference, lifetime, now + lifetime, interface
@@ -81,6 +92,9 @@ class HomeAgentList:
 
     def entries(self) -> list[HomeAgentEntry]:
         return sorted(self._entries.values(), key=lambda e: (-e.preference, str(e.link_local)))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()

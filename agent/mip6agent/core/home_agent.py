@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 from ..wire import (
     AlternateCareofAddress,
@@ -28,6 +28,7 @@ from ..wire import (
     UnknownMessage,
     build_packet,
 )
+from ..wire.addresses import anycast_problem, home_agents_anycast, unicast_problem
 from ..wire.constants import (
     BU_FLAG_A,
     BU_FLAG_H,
@@ -44,10 +45,15 @@ from .binding_cache import Binding, BindingCache
 from .binding_error import binding_error
 from .counters import Counters
 from .ha_list import HomeAgentList
+from .ratelimit import ReplyLimiter
 from .seqno import HALF, seq_newer
 
 DAD_TIMEOUT = 1.0  # RetransTimer (1 s) x DupAddrDetectTransmits (1), RFC 4862
 MAX_LIFETIME_UNITS = 0xFFFF
+ND_HOP_LIMIT = 255  # RFC 4861 6.1.2, 7.1.1, 7.1.2: anything less crossed a router
+MIN_MTU = 1280
+# A DHAAD reply that fits the IPv6 minimum MTU (RFC 6275 10.5): IPv6 header, ICMPv6 header.
+MAX_DHAAD_ADDRESSES = (MIN_MTU - 40 - 8) // 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,12 @@ class HomeAgentSettings:
     enabled: bool = True
     prefix_valid_lifetime: int = 86_400
     prefix_preferred_lifetime: int = 14_400
+    max_bindings: int = 1_000_000
+    max_bindings_per_nai: int = 16
+    max_pending_dad: int = 256
+    max_home_agents: int = 32
+    error_rate_per_destination: int = 10
+    error_rate_total: int = 200
 
     def link_for(self, home_address: IPv6Address) -> HomeLink | None:
         for link in self.links:
@@ -82,6 +94,30 @@ class HomeAgentSettings:
     @property
     def addresses(self) -> tuple[IPv6Address, ...]:
         return tuple(link.address for link in self.links)
+
+    def care_of_problem(self, address: IPv6Address) -> str | None:
+        """Why ``address`` cannot be a care-of address at this home agent, if it cannot."""
+        problem = unicast_problem(address)
+        if problem:
+            return problem
+        if address in self.addresses:
+            return "is this home agent's own address"
+        if any(address in prefix for link in self.links for prefix in link.prefixes):
+            return "is inside a home prefix"
+        return None
+
+    def home_address_problem(self, address: IPv6Address) -> str | None:
+        """Why ``address``, inside a home prefix, can never be registered here (status 129).
+
+        Addresses that are not unicast at all are outside every home prefix (status 132).
+        """
+        if address in self.addresses:
+            return "is this home agent's own address"
+        for link in self.links:
+            for prefix in link.prefixes:
+                if address in prefix:
+                    return anycast_problem(IPv6Interface(f"{address}/{prefix.prefixlen}"))
+        return None
 
 
 @dataclass(slots=True)
@@ -112,6 +148,9 @@ class _Request:
     key: MobilityKey | None = None
     at_home: bool = False
     extra: list = field(default_factory=list)
+    # Where a rejection goes: the packet's source until the BU is authenticated (an
+    # Alternate CoA named by an unverified BU must never receive anything), then the CoA.
+    reply_to: IPv6Address | None = None
 
 
 class HomeAgent:
@@ -124,8 +163,9 @@ class HomeAgent:
         self.keys = keys
         self.cache = BindingCache()
         self.counters = Counters()
-        self.home_agents = HomeAgentList()
+        self.home_agents = HomeAgentList(settings.max_home_agents)
         self.replay = ReplayGuard(settings.replay_window)
+        self.limiter = ReplyLimiter(settings.error_rate_per_destination, settings.error_rate_total)
         self._pending: dict[IPv6Address, _Pending] = {}
 
     # --- inputs --------------------------------------------------------------------
@@ -142,20 +182,38 @@ class HomeAgent:
             if isinstance(payload, BindingUpdate):
                 return self._binding_update(packet, payload, now)
             if isinstance(payload, UnknownMessage):
-                return self._binding_error(packet, BEStatus.UNRECOGNIZED_MH_TYPE)
+                return self._binding_error(packet, BEStatus.UNRECOGNIZED_MH_TYPE, now)
             return []
         if packet.home_address_option is not None:
             self.counters.add("hao_in")
             home = packet.home_address_option
             binding = self.cache.get(home)
             if binding is None or binding.care_of_address != packet.src:
-                return self._binding_error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO)
+                return self._binding_error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO, now)
         if isinstance(payload, HAADRequest):
-            return self._dhaad(packet, payload)
+            return self._dhaad(packet, payload, now)
         if isinstance(payload, MobilePrefixSolicitation):
-            return self._prefix_solicitation(packet, payload)
+            return self._prefix_solicitation(packet, payload, now)
+        nd = isinstance(payload, (RouterAdvertisement, NeighborAdvertisement, NeighborSolicitation))
+        if nd and packet.hop_limit != ND_HOP_LIMIT:
+            self.counters.add("nd_bad_hop_limit")
+            return []
         if isinstance(payload, RouterAdvertisement) and interface is not None:
+            if not packet.src.is_link_local:  # RFC 4861 6.1.2
+                self.counters.add("nd_bad_source")
+                return []
+            refused = self.home_agents.refused
             self.home_agents.update_from_ra(payload, packet.src, interface, now)
+            if self.home_agents.refused != refused:
+                self.counters.add("home_agents_full")
+                return [
+                    act.Log(
+                        "warning",
+                        f"home agents list full ({self.settings.max_home_agents}): "
+                        f"RA from {packet.src} on {interface} ignored",
+                        "home_agents_full",
+                    )
+                ]
             return []
         if isinstance(payload, (NeighborAdvertisement, NeighborSolicitation)):
             return self._dad_input(packet, payload)
@@ -196,6 +254,8 @@ class HomeAgent:
         old_prefixes = {p for link in self.settings.links for p in link.prefixes}
         self.settings = settings
         self.replay.window = settings.replay_window
+        self.limiter.reconfigure(settings.error_rate_per_destination, settings.error_rate_total)
+        self.home_agents.max_entries = settings.max_home_agents
         out: list = []
         new_prefixes = {p for link in settings.links for p in link.prefixes}
         if new_prefixes != old_prefixes:
@@ -211,6 +271,48 @@ class HomeAgent:
                 )
                 self.counters.add("mpa_out")
         return out
+
+    def set_keys(self, keys: Callable[[str], MobilityKey | None]) -> list:
+        """Use a new key set at once (reload); drop bindings it no longer authorizes.
+
+        A binding whose NAI keeps a key (the same or a rotated one) stays: its next
+        refresh must verify with the new key. One whose NAI lost its key, or whose home
+        address the new entry no longer lists, is removed with its kernel state.
+        """
+        self.keys = keys
+        out: list = []
+        for binding in self.cache:
+            if binding.nai is None:
+                continue
+            key = keys(binding.nai)
+            if key is not None and key.authorizes(binding.home_address):
+                continue
+            self.cache.remove(binding.home_address)
+            self.counters.add("binding_revoked")
+            why = "no key any more" if key is None else "home address no longer authorized"
+            out += [
+                act.RemoveBinding(binding.home_address),
+                act.StateChanged("binding_cache", key=binding.home_address),
+                act.Log("info", f"binding for {binding.home_address} removed: {binding.nai} {why}"),
+            ]
+        for home, pending in list(self._pending.items()):
+            key = keys(pending.nai) if pending.nai else None
+            if pending.nai is not None and (key is None or not key.authorizes(home)):
+                del self._pending[home]
+                out.append(act.StopDAD(home, pending.link.interface))
+        return out
+
+    def dad_unavailable(self, home_address: IPv6Address, reason: str, now: float) -> list:
+        """The I/O layer could not start DAD for ``home_address``: refuse, never pass."""
+        pending = self._pending.pop(home_address, None)
+        if pending is None:
+            return []
+        self.counters.add("dad_unavailable")
+        log = act.Log(
+            "warning", f"DAD for {home_address} could not run ({reason}): status 130", "dad"
+        )
+        request = self._pending_request(pending)
+        return [log, *self._reply(request, BAStatus.INSUFFICIENT_RESOURCES, now)]
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -250,25 +352,46 @@ class HomeAgent:
         home = packet.home_address_option or packet.src
         alternate = next((o for o in bu.options if isinstance(o, AlternateCareofAddress)), None)
         coa = alternate.address if alternate is not None else packet.src
-        request = _Request(bu, home, coa, packet.dst, at_home=coa == home)
+        request = _Request(bu, home, coa, packet.dst, at_home=coa == home, reply_to=packet.src)
         out: list = []
         if not bu.flags & BU_FLAG_H:
             # A correspondent registration: route optimisation is the CN role's job.
             return self._reply(request, BAStatus.ADMINISTRATIVELY_PROHIBITED, now)
+        # Cheap address checks first: they need no key and no state.
+        not_unicast = unicast_problem(home)
+        if not_unicast is not None:
+            self.counters.add("bu_bad_address")
+            return self._reply(request, BAStatus.NOT_HOME_SUBNET, now)
+        problem = self.settings.home_address_problem(home)
+        if problem is not None:
+            problem = f"home address {home} {problem}"
+        elif not request.at_home:
+            problem = self._care_of_problem(packet.src, "source")
+            if problem is None and alternate is not None:
+                problem = self._care_of_problem(coa, "Alternate Care-of Address")
+        if problem is not None:
+            self.counters.add("bu_bad_address")
+            out.append(act.Log("info", f"BU for {home} from {packet.src}: {problem}", "bu_address"))
+            return out + self._reply(request, BAStatus.ADMINISTRATIVELY_PROHIBITED, now)
         if self.settings.authentication:
             verdict = verify(packet.payload_bytes, bu, coa, home, self.keys)
             request.nai = verdict.nai
             if verdict.status is not None:
                 self.counters.add("auth_failed")
-                out.append(act.Log("warning", f"BU for {home} from {coa}: {verdict.reason}"))
+                out.append(
+                    act.Log("warning", f"BU for {home} from {coa}: {verdict.reason}", "bu_auth")
+                )
                 return out + self._reply(request, verdict.status, now)
             assert verdict.nai is not None and verdict.timestamp is not None
             request.key = self.keys(verdict.nai)
             request.timestamp = verdict.timestamp
+            request.reply_to = coa  # the authenticator covers the care-of address
             stale = self.replay.check(verdict.nai, verdict.timestamp, now)
             if stale is not None:
                 self.counters.add("replay_rejected")
-                out.append(act.Log("warning", f"BU for {home} from {verdict.nai}: {stale}"))
+                out.append(
+                    act.Log("warning", f"BU for {home} from {verdict.nai}: {stale}", "bu_replay")
+                )
                 # Our own clock goes back so that the MN can resynchronise (RFC 4285 6.1).
                 request.timestamp = ntp_timestamp(now)
                 return out + self._reply(request, BAStatus.MIPV6_ID_MISMATCH, now)
@@ -279,14 +402,26 @@ class HomeAgent:
         link = self.settings.link_for(home)
         if link is None:
             return out + self._reply(request, BAStatus.NOT_HOME_SUBNET, now)
+        if request.key is not None and not request.key.authorizes(home):
+            self.counters.add("unauthorized_home_address")
+            why = f"BU for {home} from {request.nai}: not its home address"
+            out.append(act.Log("warning", why, "bu_authz"))
+            return out + self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
         existing = self.cache.get(home)
-        if existing is not None and existing.nai != request.nai:
+        recovered = existing is not None and existing.recovered
+        if existing is not None and not recovered and existing.nai != request.nai:
             out.append(
-                act.Log("warning", f"BU for {home} from {request.nai}, bound to {existing.nai}")
+                act.Log(
+                    "warning",
+                    f"BU for {home} from {request.nai}, bound to {existing.nai}",
+                    "bu_authz",
+                )
             )
             return out + self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
-        if existing is not None and not seq_newer(
-            bu.sequence, existing.sequence, self.settings.sequence_window
+        if (
+            existing is not None
+            and not recovered
+            and not seq_newer(bu.sequence, existing.sequence, self.settings.sequence_window)
         ):
             self.counters.add("sequence_mismatch")
             return out + self._reply(
@@ -296,9 +431,44 @@ class HomeAgent:
             self.replay.accept(request.nai, request.timestamp)
         if bu.lifetime == 0 or request.at_home:
             return out + self._deregister(request, existing, now)
+        if existing is None or recovered:
+            full = self._limit_problem(request)
+            if full is not None:
+                self.counters.add("binding_limit")
+                out.append(act.Log("warning", f"BU for {home}: {full}", "bu_limit"))
+                return out + self._reply(request, BAStatus.INSUFFICIENT_RESOURCES, now)
         if existing is None and self.settings.dad:
             return out + self._start_dad(request, link, now)
         return out + self._register(request, link, existing, now)
+
+    def _care_of_problem(self, address: IPv6Address, what: str) -> str | None:
+        problem = self.settings.care_of_problem(address)
+        if problem is None:
+            for link in self.settings.links:
+                for prefix in link.prefixes:
+                    if address == home_agents_anycast(prefix):
+                        problem = "is the Home-Agents anycast address"
+        return None if problem is None else f"{what} {address} {problem}"
+
+    def _limit_problem(self, request: _Request) -> str | None:
+        """Why a new home address cannot be taken on now (status 130), if it cannot."""
+        settings = self.settings
+        if request.home_address in self._pending:
+            return None  # a retransmission while DAD runs
+        if len(self.cache) + len(self._pending) >= settings.max_bindings:
+            return f"binding cache full ({settings.max_bindings} bindings)"
+        if request.nai is not None:
+            cap = settings.max_bindings_per_nai
+            if request.key is not None and request.key.max_bindings is not None:
+                cap = request.key.max_bindings
+            held = self.cache.count_for(request.nai) + sum(
+                1 for p in self._pending.values() if p.nai == request.nai
+            )
+            if held >= cap:
+                return f"{request.nai} already holds {held} bindings (limit {cap})"
+        if settings.dad and len(self._pending) >= settings.max_pending_dad:
+            return f"{len(self._pending)} home addresses already in DAD"
+        return None
 
     def _granted(self, bu: BindingUpdate) -> int:
         seconds = min(bu.lifetime * LIFETIME_UNIT, self.settings.max_binding_lifetime)
@@ -394,8 +564,8 @@ class HomeAgent:
         pending.conflict = True
         return []
 
-    def _finish_dad(self, pending: _Pending, now: float) -> list:
-        request = _Request(
+    def _pending_request(self, pending: _Pending) -> _Request:
+        return _Request(
             pending.bu,
             pending.home_address,
             pending.care_of_address,
@@ -403,7 +573,11 @@ class HomeAgent:
             pending.nai,
             pending.timestamp,
             self.keys(pending.nai) if pending.nai else None,
+            reply_to=pending.care_of_address,
         )
+
+    def _finish_dad(self, pending: _Pending, now: float) -> list:
+        request = self._pending_request(pending)
         if pending.conflict:
             self.counters.add("dad_failed")
             log = act.Log("warning", f"DAD found {pending.home_address} in use on the home link")
@@ -424,6 +598,13 @@ class HomeAgent:
         self.counters.ba_status(status, "out")
         if status < 128 and not request.bu.flags & BU_FLAG_A:
             return []
+        home = request.home_address
+        if status < 128:
+            destination = home if request.at_home else request.care_of_address
+        else:
+            destination = request.reply_to or request.care_of_address
+            if not self._may_answer(destination, now):
+                return []
         ba = BindingAck(
             status,
             0,
@@ -433,21 +614,22 @@ class HomeAgent:
         )
         if request.key is not None and request.nai is not None:
             timestamp = request.timestamp if request.timestamp is not None else ntp_timestamp(now)
-            ba = protect(
-                ba,
-                request.nai.encode(),
-                request.key,
-                timestamp,
-                request.care_of_address,
-                request.home_address,
-            )
+            ba = protect(ba, request.nai.encode(), request.key, timestamp, destination, home)
         self.counters.sent(ba.MH_TYPE)
-        if request.at_home:
-            data = build_packet(request.home_agent, request.home_address, ba)
-            return [act.SendPacket(data, request.home_address)]
-        return [
-            self._send_to_mn(request.home_agent, request.care_of_address, request.home_address, ba)
-        ]
+        if destination == home or unicast_problem(home) is not None:
+            data = build_packet(request.home_agent, destination, ba)
+            return [act.SendPacket(data, destination)]
+        return [self._send_to_mn(request.home_agent, destination, home, ba)]
+
+    def _may_answer(self, destination: IPv6Address, now: float) -> bool:
+        """Replies a sender can trigger without a key: a sane destination, rate-limited."""
+        if unicast_problem(destination) is not None or destination in self.settings.addresses:
+            self.counters.add("reply_suppressed")
+            return False
+        if not self.limiter.allow(destination, now):
+            self.counters.add("reply_rate_limited")
+            return False
+        return True
 
     def _send_to_mn(
         self, src: IPv6Address, coa: IPv6Address, home: IPv6Address, message
@@ -455,20 +637,24 @@ class HomeAgent:
         self.counters.add("rh2_out")
         return act.SendPacket(build_packet(src, coa, message, routing_home_address=home), coa)
 
-    def _binding_error(self, packet: Packet, status: int) -> list:
+    def _binding_error(self, packet: Packet, status: int, now: float) -> list:
+        if not self._may_answer(packet.src, now):
+            return []
         source = self.settings.addresses[0] if packet.dst.is_multicast else None
         return [binding_error(packet, status, self.counters, source)]
 
     # --- DHAAD and mobile prefix discovery -------------------------------------------
 
-    def _dhaad(self, packet: Packet, request: HAADRequest) -> list:
+    def _dhaad(self, packet: Packet, request: HAADRequest, now: float) -> list:
         self.counters.add("dhaad_request_in")
+        if not self._may_answer(packet.src, now):
+            return []
         link = next(
             (k for k in self.settings.links if any(packet.dst in p for p in k.prefixes)),
             self.settings.links[0],
         )
         prefix = next((p for p in link.prefixes if packet.dst in p), link.prefixes[0])
-        agents = self._ranked_home_agents(link, prefix)
+        agents = self._ranked_home_agents(link, prefix)[:MAX_DHAAD_ADDRESSES]
         reply = HAADReply(request.identifier, agents)
         self.counters.add("dhaad_reply_out")
         return [act.SendPacket(build_packet(link.address, packet.src, reply), packet.src)]
@@ -495,14 +681,16 @@ class HomeAgent:
             for prefix in link.prefixes
         ]
 
-    def _prefix_solicitation(self, packet: Packet, request: MobilePrefixSolicitation) -> list:
+    def _prefix_solicitation(
+        self, packet: Packet, request: MobilePrefixSolicitation, now: float
+    ) -> list:
         self.counters.add("mps_in")
         home = packet.home_address_option
         binding = self.cache.get(home) if home is not None else None
         if binding is None or home is None:
             return []
         link = self.settings.link_for(home)
-        if link is None:
+        if link is None or not self._may_answer(binding.care_of_address, now):
             return []
         mpa = MobilePrefixAdvertisement(request.identifier, 0, self._prefix_options(link))
         self.counters.add("mpa_out")

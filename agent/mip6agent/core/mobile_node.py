@@ -26,6 +26,7 @@ from ..wire import (
     RouterAdvertisement,
     build_packet,
 )
+from ..wire.addresses import home_agents_anycast
 from ..wire.constants import BU_FLAG_A, BU_FLAG_H, IPPROTO_MH, LIFETIME_UNIT, BAStatus
 from . import actions as act
 from .auth import MobilityKey, ntp_timestamp, protect, unix_seconds, verify
@@ -40,11 +41,6 @@ DHAAD_RETRIES = 4
 INITIAL_DHAAD_TIMEOUT = 3.0
 REFRESH_FRACTION = 0.8  # refresh when this much of the granted lifetime has passed
 LOST_ROUTER_FACTOR = 3  # missed advertisement intervals before we solicit
-
-
-def home_agents_anycast(prefix: IPv6Network) -> IPv6Address:
-    """RFC 2526 / RFC 6275 9.8: the Mobile IPv6 Home-Agents anycast address of a /64."""
-    return IPv6Address(int(prefix.network_address) | 0xFDFF_FFFF_FFFF_FFFE)
 
 
 @dataclass(frozen=True, slots=True)

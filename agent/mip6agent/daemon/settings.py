@@ -17,14 +17,14 @@ class SettingsError(Exception):
 
 def key_lookup(config: AgentConfig) -> Callable[[str], MobilityKey | None]:
     keys = config.keys
-
-    def lookup(nai: str) -> MobilityKey | None:
-        if keys is None or nai not in keys:
-            return None
-        spi, key = keys.for_nai(nai)
-        return MobilityKey(spi, key)
-
-    return lookup
+    # Built once per configuration, so a lookup per Binding Update is one dict access and a
+    # reload swaps the whole set at once.
+    table: dict[str, MobilityKey] = {}
+    for nai, entry in keys.entries if keys is not None else ():
+        table[nai] = MobilityKey(
+            entry.spi, entry.key.reveal(), entry.home_addresses, entry.max_bindings
+        )
+    return table.get
 
 
 def home_agent_settings(
@@ -63,6 +63,12 @@ def home_agent_settings(
         authentication=config.authentication == "required",
         replay_window=ha.replay_window,
         enabled=enabled,
+        max_bindings=ha.max_bindings,
+        max_bindings_per_nai=ha.max_bindings_per_nai,
+        max_pending_dad=ha.max_pending_dad,
+        max_home_agents=ha.max_home_agents,
+        error_rate_per_destination=ha.error_rate_per_destination,
+        error_rate_total=ha.error_rate_total,
     )
 
 
