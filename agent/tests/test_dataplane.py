@@ -1019,3 +1019,123 @@ def test_repeated_binds_take_the_indexed_path_and_stay_exact(make_topology: Any,
     assert len(view.tunnels) == (len(decap_sources) if kind == "ip6tnl" else 0)
     # a fresh backend object (an agent restart) reads the same bindings from the kernel
     assert backends(topo, kind)[0].ha_bindings() == expected
+
+
+# --- reconciliation reads the kernel a fixed number of times ---------------------------
+
+
+class CountingNetlink(Netlink):
+    """The real transport, counting every dump (routes, rules, proxies, links, addresses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dumps = 0
+
+    def dump(self, operation: str, msg_type: int, msg: Any) -> list[Any]:
+        self.dumps += 1
+        return super().dump(operation, msg_type, msg)
+
+
+class CountingFakeKernel(FakeKernel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dumps = 0
+
+    def _count(self) -> None:
+        self.dumps += 1
+
+    def routes(self, proto: int | None = None) -> list[Route]:
+        self._count()
+        return super().routes(proto)
+
+    def rules(self) -> list[Rule]:
+        self._count()
+        return super().rules()
+
+    def proxies(self) -> list[ProxyEntry]:
+        self._count()
+        return super().proxies()
+
+    def tunnels(self) -> list[Ip6Tunnel]:
+        self._count()
+        return super().tunnels()
+
+    def link_names(self) -> list[str]:
+        self._count()
+        return super().link_names()
+
+    def addresses(self) -> list[Address]:
+        self._count()
+        return super().addresses()
+
+
+def _homes(count: int) -> dict[IPv6Address, IPv6Address]:
+    """``count`` bindings over a few CoAs (several bindings share a decapsulation)."""
+    return {
+        IPv6Address(f"2001:db8:1::{0x1000 + n:x}"): IPv6Address(f"2001:db8:2::{0x10 + n % 7:x}")
+        for n in range(count)
+    }
+
+
+def _reconcile_dumps(make: Any, count: int) -> dict[str, tuple[int, Any]]:
+    """Dumps and reports of a reconcile that adds ``count`` bindings, then of one (by a
+    fresh backend: a restart) that adopts them, drops a tenth and adds as many again."""
+    kernel, ha = make()
+    wanted = _homes(count)
+    before = kernel.dumps
+    added = ha.ha_reconcile(wanted, HA_ADDRESS, HOME)
+    first = kernel.dumps - before
+    kernel2, ha2 = make(kernel)
+    keep = dict(list(wanted.items())[count // 10 :])
+    more = {IPv6Address(f"2001:db8:1::{0x8000 + n:x}"): OTHER_COA for n in range(count // 10)}
+    before = kernel2.dumps
+    mixed = ha2.ha_reconcile({**keep, **more}, HA_ADDRESS, HOME)
+    second = kernel2.dumps - before
+    assert len(added.added) == count
+    assert (len(mixed.adopted), len(mixed.added), len(mixed.removed)) == (
+        len(keep),
+        len(more),
+        count // 10,
+    )
+    assert ha2.ha_bindings() == {**keep, **more}
+    return {"add": (first, added), "restart": (second, mixed)}
+
+
+def test_ip6tnl_reconcile_dumps_do_not_grow_with_bindings() -> None:
+    def make(kernel: CountingFakeKernel | None = None) -> tuple[Any, Any]:
+        kernel = kernel or CountingFakeKernel()
+        return kernel, Ip6tnlDataPlane(netlink=kernel)
+
+    small, large = _reconcile_dumps(make, 10), _reconcile_dumps(make, 200)
+    assert small["add"][0] == large["add"][0]
+    assert small["restart"][0] == large["restart"][0]
+
+
+@needs_root
+def test_seg6_reconcile_dumps_do_not_grow_with_bindings(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    require_backend(topo, "seg6")
+
+    def make(kernel: Any = None) -> tuple[Any, Any]:
+        proxy = topo.in_node("ha", CountingNetlink)  # a new socket: a restarted agent
+        return proxy.target, topo.in_node("ha", Seg6DataPlane, netlink=proxy.target)
+
+    small = _reconcile_dumps(make, 10)
+    topo.in_node("ha", Seg6DataPlane).cleanup()
+    large = _reconcile_dumps(make, 200)
+    assert small["add"][0] == large["add"][0]
+    assert small["restart"][0] == large["restart"][0]
+    view = KernelView(topo, "ha")
+    assert len(view.proxies) == 200
+    # One decapsulation per CoA in use: the seven of _homes and OTHER_COA.
+    assert len(decapsulating_from(view, "seg6")) == 8
+
+
+def test_reconcile_without_removal_keeps_what_is_not_wanted() -> None:
+    kernel = CountingFakeKernel()
+    ha = Ip6tnlDataPlane(netlink=kernel)
+    wanted = _homes(5)
+    ha.ha_reconcile(wanted, HA_ADDRESS, HOME)
+    report = ha.ha_reconcile({}, HA_ADDRESS, HOME, remove_stale=False)
+    assert report.removed == () and ha.ha_bindings() == wanted
+    assert ha.ha_reconcile({}, HA_ADDRESS, HOME).removed == tuple(sorted(wanted))

@@ -136,7 +136,11 @@ class DataPlane(Protocol):
     def ha_unbind(self, hoa: IPv6Address) -> None: ...
     def ha_bindings(self) -> dict[IPv6Address, IPv6Address]: ...
     def ha_reconcile(
-        self, wanted: Mapping[IPv6Address, IPv6Address], ha_addr: IPv6Address, home_ifname: str
+        self,
+        wanted: Mapping[IPv6Address, IPv6Address],
+        ha_addr: IPv6Address,
+        home_ifname: str,
+        remove_stale: bool = True,
     ) -> ReconcileReport: ...
 
     # Mobile node side.

@@ -19,6 +19,7 @@ from .netlink import (
     RT_TABLE_MAIN,
     RTPROT_KERNEL,
     Address,
+    Ip6Tunnel,
     Netlink,
     ProxyEntry,
     Route,
@@ -44,6 +45,77 @@ class HomeState:
     ha: IPv6Address | None
     ifindex: int
     complete: bool
+
+
+class HaView:
+    """The home agent's kernel objects as read once, updated with every change made.
+
+    Routes are keyed like the kernel keys them (:attr:`Route.key`); home routes (main
+    table, /128) and proxy entries are also indexed by home address.
+    """
+
+    def __init__(
+        self,
+        routes: list[Route],
+        proxies: list[ProxyEntry],
+        tunnels: list[Ip6Tunnel] | None = None,
+    ) -> None:
+        self.routes: dict[tuple, Route] = {}
+        self._home: dict[IPv6Address, dict[tuple, Route]] = {}
+        self._proxies: dict[IPv6Address, set[ProxyEntry]] = {}
+        self.tunnels: dict[int, Ip6Tunnel] = {t.index: t for t in tunnels or ()}
+        for route in routes:
+            self.add_route(route)
+        for entry in proxies:
+            self.add_proxy(entry)
+
+    @staticmethod
+    def _home_key(route: Route) -> IPv6Address | None:
+        if route.table == RT_TABLE_MAIN and route.dst.prefixlen == 128:
+            return route.dst.network_address
+        return None
+
+    def add_route(self, route: Route) -> None:
+        old = self.routes.get(route.key)
+        if old is not None:
+            self.drop_route(old)
+        self.routes[route.key] = route
+        hoa = self._home_key(route)
+        if hoa is not None:
+            self._home.setdefault(hoa, {})[route.key] = route
+
+    def drop_route(self, route: Route) -> None:
+        self.routes.pop(route.key, None)
+        hoa = self._home_key(route)
+        if hoa is not None and hoa in self._home:
+            self._home[hoa].pop(route.key, None)
+            if not self._home[hoa]:
+                del self._home[hoa]
+
+    def home_routes(self, hoa: IPv6Address) -> list[Route]:
+        return list(self._home.get(hoa, {}).values())
+
+    def all_home_routes(self) -> list[Route]:
+        return [r for routes in self._home.values() for r in routes.values()]
+
+    def add_proxy(self, entry: ProxyEntry) -> None:
+        self._proxies.setdefault(entry.address, set()).add(entry)
+
+    def drop_proxy(self, entry: ProxyEntry) -> None:
+        entries = self._proxies.get(entry.address)
+        if entries is not None:
+            entries.discard(entry)
+            if not entries:
+                del self._proxies[entry.address]
+
+    def proxies_of(self, hoa: IPv6Address) -> list[ProxyEntry]:
+        return sorted(self._proxies.get(hoa, ()), key=lambda e: e.ifindex)
+
+    def has_proxy(self, entry: ProxyEntry) -> bool:
+        return entry in self._proxies.get(entry.address, ())
+
+    def all_proxies(self) -> list[ProxyEntry]:
+        return [e for entries in self._proxies.values() for e in entries]
 
 
 class KernelBackend:
@@ -79,11 +151,6 @@ class KernelBackend:
         raise NotImplementedError
 
     def _ha_remove(self, hoa: IPv6Address) -> None:
-        raise NotImplementedError
-
-    def _ha_complete(
-        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
-    ) -> bool:
         raise NotImplementedError
 
     def _ha_collect_garbage(self) -> None:
@@ -146,42 +213,110 @@ class KernelBackend:
         self._ha_collect_garbage()
 
     def ha_reconcile(
-        self, wanted: Mapping[IPv6Address, IPv6Address], ha_addr: IPv6Address, home_ifname: str
+        self,
+        wanted: Mapping[IPv6Address, IPv6Address],
+        ha_addr: IPv6Address,
+        home_ifname: str,
+        remove_stale: bool = True,
     ) -> ReconcileReport:
         """Make this home link hold exactly ``wanted`` (HoA -> CoA), keeping what matches.
 
         Only bindings on ``home_ifname`` are candidates for removal, so an agent with several
-        home links reconciles each one on its own.
+        home links reconciles each one on its own. With ``remove_stale`` False nothing is
+        removed (a restore from a damaged state file: the kernel may know more than it).
+
+        The kernel is read once per object type (routes, proxy entries, devices, rules),
+        whatever the number of bindings; what to keep, add, rewrite and remove is set
+        arithmetic on that picture, which is kept up to date with every change made.
         """
+        for hoa, coa in wanted.items():
+            _check_unicast(hoa, "home address")
+            _check_unicast(coa, "care-of address")
+            _check_away(hoa, coa)
         self.ha_setup(home_ifname, ha_addr)
         home = self._nl.ifindex(home_ifname)
         report = _ReportBuilder()
-        links = self._ha_links()
+        view = self._ha_view()
+        everywhere = self._view_bindings(view)
+        links = self._view_links(view, everywhere)
         # A route whose home link cannot be told (ip6tnl, proxy entry lost in a crash) is
         # a candidate on every home link: the one that wants it installs it again.
-        present = {h: c for h, c in self.ha_bindings().items() if links.get(h, home) == home}
-        proxied = {e.address for e in self._our_proxies() if e.ifindex == home}
-        for hoa in sorted((set(present) | proxied) - set(wanted)):
-            self.ha_unbind(hoa)
-            report.removed.append(hoa)
-        everywhere = self.ha_bindings()
+        present = {h: c for h, c in everywhere.items() if links.get(h, home) == home}
+        proxied = {e.address for e in view.all_proxies() if e.ifindex == home}
+        stale = sorted((set(present) | proxied) - set(wanted)) if remove_stale else []
+        self._ha_remove_many(stale, view)
+        report.removed.extend(stale)
+        install = []
         for hoa, coa in sorted(wanted.items()):
             if hoa not in everywhere:
                 report.added.append(hoa)
-            elif present.get(hoa) == coa and self._ha_complete(hoa, coa, ha_addr, home):
+            elif present.get(hoa) == coa and self._view_complete(view, hoa, coa, ha_addr, home):
                 report.adopted.append(hoa)
                 continue
             else:
                 report.updated.append(hoa)
-            self.ha_bind(hoa, coa, ha_addr, home_ifname)
-        self._ha_collect_garbage()
+            install.append((hoa, coa))
+        self._ha_install_many(install, ha_addr, home, view)
+        for hoa, _coa in install:
+            entry = ProxyEntry(hoa, home, self.config.proto)
+            self._nl.replace_proxy(entry, f"proxy NDP for {hoa}")
+            for old in view.proxies_of(hoa):
+                if old.ifindex != home:
+                    self._nl.delete_proxy(old, f"stale proxy NDP for {hoa}")
+                    view.drop_proxy(old)
+            view.add_proxy(entry)
+        self._ha_collect_garbage_in(view)
+        self._ha_reconciled(view)
         return report.build()
+
+    # --- reconciliation on one picture of the kernel ------------------------------------
+
+    def _ha_view(self) -> HaView:
+        """One read of our routes and proxy entries (backends add what else they need)."""
+        return HaView(self._our_routes(), self._our_proxies())
+
+    def _view_bindings(self, view: HaView) -> dict[IPv6Address, IPv6Address]:
+        raise NotImplementedError
+
+    def _view_links(
+        self, view: HaView, bindings: Mapping[IPv6Address, IPv6Address]
+    ) -> dict[IPv6Address, int]:
+        raise NotImplementedError
+
+    def _view_complete(
+        self, view: HaView, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
+    ) -> bool:
+        raise NotImplementedError
+
+    def _ha_install_many(
+        self,
+        items: list[tuple[IPv6Address, IPv6Address]],
+        ha_addr: IPv6Address,
+        home: int,
+        view: HaView,
+    ) -> None:
+        """The tunnel part of each (HoA, CoA), without reading the kernel again."""
+        raise NotImplementedError
+
+    def _ha_remove_many(self, hoas: list[IPv6Address], view: HaView) -> None:
+        """ha_unbind for each HoA (garbage collection is left to the caller)."""
+        for hoa in hoas:
+            for entry in view.proxies_of(hoa):
+                self._nl.delete_proxy(entry, f"proxy NDP for {hoa}")
+                view.drop_proxy(entry)
+            for route in view.home_routes(hoa):
+                self._nl.delete_route(route, f"tunnel route for {hoa}")
+                view.drop_route(route)
+
+    def _ha_collect_garbage_in(self, view: HaView) -> None:
+        """_ha_collect_garbage from the picture instead of a fresh read."""
+        self._ha_collect_garbage()
+
+    def _ha_reconciled(self, view: HaView) -> None:
+        """The picture after reconciliation, for a backend that keeps an index."""
 
     def _our_proxies(self) -> list[ProxyEntry]:
         return [e for e in self._nl.proxies() if e.proto == self.config.proto]
-
-    def _has_proxy(self, hoa: IPv6Address, home: int) -> bool:
-        return ProxyEntry(hoa, home, self.config.proto) in self._our_proxies()
 
     def _home_routes(self, hoa: IPv6Address) -> list[Route]:
         """Our routes for the HoA in the main table (the HA side), duplicates included."""

@@ -29,11 +29,12 @@ tests as seg6. The kernel paths it relies on are named below.
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from ipaddress import IPv6Address
 
 from .base import DataPlaneError
-from .common import HomeState, KernelBackend
-from .netlink import DEFAULT_ROUTE, RT_TABLE_MAIN, Ip6Tunnel, Route, host
+from .common import HaView, HomeState, KernelBackend
+from .netlink import DEFAULT_ROUTE, RT_TABLE_MAIN, Ip6Tunnel, ProxyEntry, Route, host
 
 
 class Ip6tnlDataPlane(KernelBackend):
@@ -53,11 +54,7 @@ class Ip6tnlDataPlane(KernelBackend):
 
     def _free_name(self, role: str) -> str:
         taken = {t.name for t in self._nl.tunnels()} | set(self._nl.link_names())
-        prefix = self.config.tunnel_prefix + role
-        n = 0
-        while f"{prefix}{n}" in taken:
-            n += 1
-        return f"{prefix}{n}"
+        return _free(self.config.tunnel_prefix + role, taken)
 
     def _drop_unused(self, role: str) -> None:
         used = {r.oif for r in self._our_routes()}
@@ -112,17 +109,6 @@ class Ip6tnlDataPlane(KernelBackend):
         for route in self._home_routes(hoa):
             self._nl.delete_route(route, f"tunnel route for {hoa}")
 
-    def _ha_complete(
-        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
-    ) -> bool:
-        tunnels = {t.index: t for t in self._tunnels("h")}
-        routes = self._home_routes(hoa)
-        if len(routes) != 1 or routes[0].oif not in tunnels:
-            return False
-        tunnel = tunnels[routes[0].oif]
-        wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, 0, tunnel.index)
-        return tunnel == wanted and self._has_proxy(hoa, home)
-
     def _ha_collect_garbage(self) -> None:
         self._drop_unused("h")
 
@@ -138,6 +124,109 @@ class Ip6tnlDataPlane(KernelBackend):
         # The devices are not bound to a home link; the proxy entry says which one it is.
         proxied = {e.address: e.ifindex for e in self._our_proxies()}
         return {hoa: proxied[hoa] for hoa in self.ha_bindings() if hoa in proxied}
+
+    # --- reconciliation on one picture (common.HaView) ----------------------------------
+
+    def _ha_view(self) -> HaView:
+        return HaView(self._our_routes(), self._our_proxies(), self._tunnels("h"))
+
+    def _view_bindings(self, view: HaView) -> dict[IPv6Address, IPv6Address]:
+        return {
+            r.dst.network_address: view.tunnels[r.oif].remote
+            for r in view.all_home_routes()
+            if r.oif in view.tunnels
+        }
+
+    def _view_links(
+        self, view: HaView, bindings: Mapping[IPv6Address, IPv6Address]
+    ) -> dict[IPv6Address, int]:
+        # The devices are not bound to a home link; the proxy entry says which one it is.
+        links = {}
+        for hoa in bindings:
+            entries = view.proxies_of(hoa)
+            if entries:
+                links[hoa] = entries[-1].ifindex
+        return links
+
+    def _view_complete(
+        self, view: HaView, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
+    ) -> bool:
+        routes = view.home_routes(hoa)
+        if len(routes) != 1 or routes[0].oif not in view.tunnels:
+            return False
+        tunnel = view.tunnels[routes[0].oif]
+        wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, 0, tunnel.index)
+        return tunnel == wanted and view.has_proxy(ProxyEntry(hoa, home, self.config.proto))
+
+    def _ha_install_many(
+        self,
+        items: list[tuple[IPv6Address, IPv6Address]],
+        ha_addr: IPv6Address,
+        home: int,
+        view: HaView,
+    ) -> None:
+        if not items:
+            return
+        # 1. One device per CoA: fix the ones there, create the missing ones, then read
+        #    the devices once for the new indexes.
+        by_ends = {(t.local, t.remote): t for t in view.tunnels.values()}
+        devices: dict[IPv6Address, Ip6Tunnel] = {}
+        created = False
+        taken: set[str] | None = None
+        for coa in sorted({coa for _hoa, coa in items}):
+            tunnel = by_ends.get((ha_addr, coa))
+            if tunnel is not None:
+                wanted = Ip6Tunnel(tunnel.name, ha_addr, coa, 0, tunnel.index)
+                if wanted != tunnel:
+                    self._nl.change_tunnel(wanted, f"ip6tnl tunnel {tunnel.name} to {coa}")
+                    view.tunnels[tunnel.index] = wanted
+                devices[coa] = wanted
+                continue
+            if taken is None:
+                taken = {t.name for t in self._nl.tunnels()} | set(self._nl.link_names())
+            name = _free(self.config.tunnel_prefix + "h", taken)
+            taken.add(name)
+            try:
+                self._nl.create_tunnel(
+                    Ip6Tunnel(name, ha_addr, coa, 0), f"ip6tnl tunnel {name} to {coa}"
+                )
+            except DataPlaneError as exc:
+                clash = [
+                    t.name for t in self._nl.tunnels() if (t.local, t.remote) == (ha_addr, coa)
+                ]
+                if exc.errno != errno.EEXIST or not clash:
+                    raise
+                reason = f"{exc.reason}: device {clash[0]} has the same endpoints"
+                raise DataPlaneError(exc.operation, exc.subject, reason, exc.errno) from None
+            created = True
+        if created:
+            for tunnel in self._tunnels("h"):
+                view.tunnels[tunnel.index] = tunnel
+                if tunnel.local == ha_addr and tunnel.remote not in devices:
+                    devices[tunnel.remote] = tunnel
+        # 2. The routes into them.
+        cfg = self.config
+        for hoa, coa in items:
+            if coa not in devices:
+                raise DataPlaneError(
+                    "create", f"ip6tnl tunnel to {coa}", "device missing after creation"
+                )
+            route = Route(
+                host(hoa), RT_TABLE_MAIN, devices[coa].index, cfg.proto, metric=cfg.metric
+            )
+            self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
+            for stale in view.home_routes(hoa):
+                if stale.key != route.key:
+                    self._nl.delete_route(stale, f"duplicate route for {hoa}")
+                    view.drop_route(stale)
+            view.add_route(route)
+
+    def _ha_collect_garbage_in(self, view: HaView) -> None:
+        used = {r.oif for r in view.routes.values()}
+        for index, tunnel in sorted(view.tunnels.items()):
+            if index not in used:
+                self._nl.delete_link(index, f"unused ip6tnl tunnel {tunnel.name}")
+                del view.tunnels[index]
 
     # --- mobile node ------------------------------------------------------------------
 
@@ -189,3 +278,11 @@ class Ip6tnlDataPlane(KernelBackend):
 
     def _mn_collect_garbage(self) -> None:
         self._drop_unused("m")
+
+
+def _free(prefix: str, taken: set[str]) -> str:
+    """The first ``<prefix><n>`` not in ``taken``."""
+    n = 0
+    while f"{prefix}{n}" in taken:
+        n += 1
+    return f"{prefix}{n}"

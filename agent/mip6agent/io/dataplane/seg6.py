@@ -20,11 +20,19 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from ipaddress import IPv6Address
 
-from .base import DataPlaneConfig, DataPlaneError
-from .common import UNSPECIFIED, HomeState, KernelBackend, _check_away, _check_unicast
+from .base import DataPlaneConfig, DataPlaneError, ReconcileReport
+from .common import (
+    UNSPECIFIED,
+    HaView,
+    HomeState,
+    KernelBackend,
+    _check_away,
+    _check_unicast,
+)
 from .netlink import (
     DEFAULT_ROUTE,
     RT_TABLE_LOCAL,
@@ -134,14 +142,23 @@ class Seg6DataPlane(KernelBackend):
             f"decapsulation of {ha_addr} -> {coa}",
         )
 
-    def ha_reconcile(self, wanted, ha_addr, home_ifname):  # type: ignore[no-untyped-def]
+    def ha_reconcile(
+        self,
+        wanted: Mapping[IPv6Address, IPv6Address],
+        ha_addr: IPv6Address,
+        home_ifname: str,
+        remove_stale: bool = True,
+    ) -> ReconcileReport:
         # Reconciliation trusts only the kernel and does the full checks (duplicates, stray
-        # proxies); the index is read again afterwards.
+        # proxies); the index is rebuilt from its final picture (_ha_reconciled).
         self._bound, self._reconciling = None, True
         try:
-            return super().ha_reconcile(wanted, ha_addr, home_ifname)
+            return super().ha_reconcile(wanted, ha_addr, home_ifname, remove_stale)
+        except BaseException:
+            self._bound = None
+            raise
         finally:
-            self._bound, self._reconciling = None, False
+            self._reconciling = False
 
     def cleanup(self) -> None:
         self._bound = None
@@ -242,17 +259,6 @@ class Seg6DataPlane(KernelBackend):
         for route in self._home_routes(hoa):
             self._nl.delete_route(route, f"tunnel route for {hoa}")
 
-    def _ha_complete(
-        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
-    ) -> bool:
-        wanted = self._encap(hoa, RT_TABLE_MAIN, home, coa)
-        decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
-        return (
-            self._home_routes(hoa) == [wanted]
-            and decap in self._decap_routes(SEG6_LOCAL_ACTION_END_DX6)
-            and self._has_proxy(hoa, home)
-        )
-
     def _ha_collect_garbage(self) -> None:
         """Keep one End.DX6 route per CoA in use, to a current HA address."""
         cfg = self.config
@@ -268,14 +274,7 @@ class Seg6DataPlane(KernelBackend):
 
     def ha_bindings(self) -> dict[IPv6Address, IPv6Address]:
         """HoA -> CoA for every tunnel route in the kernel now."""
-        return {
-            r.dst.network_address: r.encap.segments[0]
-            for r in self._our_routes()
-            if r.table == RT_TABLE_MAIN
-            and r.dst.prefixlen == 128
-            and isinstance(r.encap, Seg6Encap)
-            and len(r.encap.segments) == 1
-        }
+        return _tunnel_targets(self._our_routes())
 
     def _ha_links(self) -> dict[IPv6Address, int]:
         return {
@@ -285,6 +284,79 @@ class Seg6DataPlane(KernelBackend):
             and r.dst.prefixlen == 128
             and isinstance(r.encap, Seg6Encap)
         }
+
+    # --- reconciliation on one picture (common.HaView) ----------------------------------
+
+    def _view_bindings(self, view: HaView) -> dict[IPv6Address, IPv6Address]:
+        return _tunnel_targets(view.all_home_routes())
+
+    def _view_links(
+        self, view: HaView, bindings: Mapping[IPv6Address, IPv6Address]
+    ) -> dict[IPv6Address, int]:
+        return {
+            r.dst.network_address: r.oif
+            for r in view.all_home_routes()
+            if isinstance(r.encap, Seg6Encap)
+        }
+
+    def _view_decaps(self, view: HaView) -> set[Route]:
+        cfg = self.config
+        return {
+            r
+            for r in view.routes.values()
+            if r.table == cfg.decap_table
+            and isinstance(r.encap, Seg6LocalEncap)
+            and r.encap.action == SEG6_LOCAL_ACTION_END_DX6
+        }
+
+    def _view_complete(
+        self, view: HaView, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
+    ) -> bool:
+        wanted = self._encap(hoa, RT_TABLE_MAIN, home, coa)
+        decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
+        return (
+            view.home_routes(hoa) == [wanted]
+            and view.routes.get(decap.key) == decap
+            and view.has_proxy(ProxyEntry(hoa, home, self.config.proto))
+        )
+
+    def _ha_install_many(
+        self,
+        items: list[tuple[IPv6Address, IPv6Address]],
+        ha_addr: IPv6Address,
+        home: int,
+        view: HaView,
+    ) -> None:
+        for hoa, coa in items:
+            # Decapsulation from the new CoA first, so the reverse tunnel works at once.
+            decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
+            if view.routes.get(decap.key) != decap:
+                view.add_route(self._install_decap(decap, f"decapsulation of {coa} -> {ha_addr}"))
+            route = self._encap(hoa, RT_TABLE_MAIN, home, coa)
+            self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
+            for stale in view.home_routes(hoa):
+                if stale.key != route.key:
+                    self._nl.delete_route(stale, f"duplicate route for {hoa}")
+                    view.drop_route(stale)
+            view.add_route(route)
+
+    def _ha_collect_garbage_in(self, view: HaView) -> None:
+        """As _ha_collect_garbage, with the CoAs and decapsulations of the picture."""
+        cfg = self.config
+        coas = set(self._view_bindings(view).values())
+        own = {r.dst for r in self._our_rules() if r.priority == cfg.ha_decap_pref}
+        for route in sorted(self._view_decaps(view), key=lambda r: str(r.key)):
+            if self._strict:
+                keep = route.src is not None and route.src.network_address in coas
+            else:
+                keep = route.src is None and bool(coas)
+            if not keep or route.dst not in own:
+                self._nl.delete_route(route, f"unused decapsulation at {route.dst}")
+                view.drop_route(route)
+
+    def _ha_reconciled(self, view: HaView) -> None:
+        links = self._view_links(view, {})
+        self._bound = {h: (c, links.get(h, 0)) for h, c in self._view_bindings(view).items()}
 
     # --- mobile node ------------------------------------------------------------------
 
@@ -372,3 +444,15 @@ class Seg6DataPlane(KernelBackend):
             self._nl.set_tunsrc(UNSPECIFIED)
         if not any(r.priority == cfg.ha_decap_pref for r in self._our_rules()):
             self._restore_local_rule()
+
+
+def _tunnel_targets(routes: Iterable[Route]) -> dict[IPv6Address, IPv6Address]:
+    """HoA -> CoA of the seg6 tunnel routes (main table, /128, one segment) among ``routes``."""
+    return {
+        r.dst.network_address: r.encap.segments[0]
+        for r in routes
+        if r.table == RT_TABLE_MAIN
+        and r.dst.prefixlen == 128
+        and isinstance(r.encap, Seg6Encap)
+        and len(r.encap.segments) == 1
+    }
