@@ -9,6 +9,7 @@ import sys
 
 from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from ..daemon import logthrottle
 from ..daemon.agent import Agent, AgentError
 
 EXIT_OK = 0
@@ -52,12 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     # pyroute2 logs every netlink message at debug level, which slows handovers down.
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
-    return asyncio.run(_serve(config, args.config))
+    # A flood must not fill the journal: each kind of line gets a burst per 10 s, then one
+    # summary line. A protocol trace (debug: true) is kept whole.
+    throttle = None if config.debug else logthrottle.install(logging.getLogger())
+    return asyncio.run(_serve(config, args.config, throttle))
 
 
-async def _serve(config: AgentConfig, path: str) -> int:
+async def _serve(
+    config: AgentConfig, path: str, throttle: logthrottle.LogThrottle | None = None
+) -> int:
     try:
         agent = Agent(config, path)
+        agent.throttle = throttle
         await agent.start()
     except AgentError as exc:
         logging.getLogger("mip6agent").error("cannot start: %s", exc)

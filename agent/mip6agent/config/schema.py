@@ -179,7 +179,8 @@ HOME_AGENT = Section(
             Seconds(1, 300),
             7.0,
             doc="Largest difference allowed between the RFC 4285 Mobility Message "
-            "Identification timestamp and the home agent's clock (status 144, MIPV6-ID-MISMATCH, outside it).",
+            "Identification timestamp and the home agent's clock (status 144, "
+            "MIPV6-ID-MISMATCH, outside it).",
             compat="—",
         ),
         Field(

@@ -8,6 +8,7 @@ because they block and because pyroute2 0.9 will not run inside a running event 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import copy
@@ -18,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 from ipaddress import IPv6Interface
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -32,21 +34,40 @@ from ..dump.text import format_line
 from ..io import nft
 from ..io.dataplane import BackendUnavailableError, DataPlane, DataPlaneError, probe, select_backend
 from ..io.transport import Received, SignalingTransport, TransportError
-from ..wire import parse_packet
+from ..wire import BindingUpdate, MobileNodeIdentifier, Packet, parse_packet
 from . import kernel
+from .logthrottle import LogThrottle
 from .movement import InterfaceState, MovementWatcher
 from .persistence import StateStore
-from .settings import SettingsError, home_agent_settings, key_lookup, mobile_node_settings
+from .settings import (
+    SettingsError,
+    describe_key_changes,
+    home_agent_settings,
+    key_changes,
+    key_lookup,
+    mobile_node_settings,
+)
 
 log = logging.getLogger("mip6agent")
 TABLES = {"ha": "binding_cache", "mn": "binding_update_list"}
 ROLE_NAMES = {"ha": "home agent", "mn": "mobile node", "cn": "correspondent node"}
 ONE_ROLE = "the home agent and mobile node functions cannot be active on one host"
 SAVE_DELAY = 1.0  # seconds a lifetime-only change may wait before it is written
+SHUTDOWN_GRACE = 5.0  # seconds the actions already queued get to finish at SIGTERM
+INPUT_BATCH = 256  # received packets handled per turn of the event loop
+INPUT_QUEUE = 4096  # packets from unknown senders waiting; beyond it they are dropped
 
 
 class AgentError(Exception):
     """A start-up failure with a message for the operator; the agent exits non-zero."""
+
+
+class DADStartError(Exception):
+    """DAD could not start; ``actions`` are the core's answer (a BA with status 130)."""
+
+    def __init__(self, actions: list) -> None:
+        super().__init__("DAD could not start")
+        self.actions = actions
 
 
 class Agent:
@@ -69,6 +90,15 @@ class Agent:
         self._saver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-save")
         self._kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-kernel")
         self._queue: asyncio.Queue[list] = asyncio.Queue()
+        # Received packets wait here: refreshes of known bindings and BUs naming a known
+        # key go first, so a flood from unknown senders cannot starve them.
+        self._urgent_input: collections.deque[Received] = collections.deque()
+        self._other_input: collections.deque[Received] = collections.deque()
+        self._draining = False
+        self.agent_counters: collections.Counter[str] = collections.Counter()
+        self.config_generation = 1
+        self.throttle: LogThrottle | None = None  # set by the CLI when it installs one
+        self.last_reload: dict[str, object] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -81,6 +111,11 @@ class Agent:
     async def start(self) -> None:
         for warning in self.config.warnings:
             log.warning("%s", warning)
+        # Everything that can fail is checked before the kernel is touched: a start that
+        # fails later would already have reconciled (and perhaps removed) kernel state.
+        problems = self._preflight()
+        if problems:
+            raise AgentError("; ".join(problems))
         try:
             if self.config.role in ("ha", "mn"):
                 self.dataplane = await self.kernel(select_backend, self.config.dataplane)
@@ -97,13 +132,48 @@ class Agent:
         await self._restore()
         self.transport.attach(self._loop, self._received)
         self.control = ControlServer(str(self.config.control_socket), self.handle_command)
-        await self.control.start()
+        try:
+            await self.control.start()
+        except OSError as exc:
+            await self.close()
+            raise AgentError(f"control socket {self.config.control_socket}: {exc}") from None
         self._consumer = asyncio.create_task(self._carry_out())
         if isinstance(self.core, MobileNode):
             self.watcher = MovementWatcher(self.core.settings.interfaces, self._loop, self._moved)
             self.watcher.start()
         self._reschedule()
         log.info("mip6agent %s started as %s", __version__, self.config.role)
+
+    def _preflight(self) -> list[str]:
+        config, problems = self.config, []
+        section = config.home_agent if config.role == "ha" else config.mobile_node
+        for ifname in getattr(section, "interfaces", ()):
+            try:
+                socket.if_nametoindex(ifname)
+            except OSError:
+                problems.append(f"interface {ifname} does not exist on this host")
+        for what, directory in (
+            ("state_dir", Path(config.state_dir)),
+            ("control_socket directory", Path(config.control_socket).parent),
+        ):
+            try:
+                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                problems.append(f"{what} {directory} cannot be created: {exc.strerror}")
+                continue
+            if not os.access(directory, os.W_OK | os.X_OK):
+                problems.append(f"{what} {directory} is not writable")
+        if config.role == "ha" and config.keys is not None:
+            open_keys = [nai for nai, e in config.keys.entries if e.home_addresses is None]
+            if open_keys:
+                log.warning(
+                    "%d key(s) without home_addresses may register any home address in the "
+                    "home prefixes (%s); list each key's home addresses in %s",
+                    len(open_keys),
+                    ", ".join(open_keys[:5]) + (" ..." if len(open_keys) > 5 else ""),
+                    config.keys_file,
+                )
+        return problems
 
     async def _build_core(self) -> HomeAgent | MobileNode | Correspondent:
         if self.config.role == "ha":
@@ -176,7 +246,15 @@ class Agent:
         if self.watcher is not None:
             await self._loop.run_in_executor(None, self.watcher.close)
         if getattr(self, "_consumer", None) is not None:
-            await self._queue.join()
+            # Bounded: a kernel call that hangs must not keep SIGTERM from ending the agent.
+            try:
+                await asyncio.wait_for(self._queue.join(), SHUTDOWN_GRACE)
+            except TimeoutError:
+                log.warning(
+                    "stopping with %d action batches not carried out after %g s",
+                    self._queue.qsize(),
+                    SHUTDOWN_GRACE,
+                )
             self._consumer.cancel()
         await self._save()
         self._saver.shutdown(wait=True)
@@ -197,10 +275,57 @@ class Agent:
     def _received(self, received: Received) -> None:
         if self.core is None:
             return
-        interface = _ifname(received.ifindex)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("in  %s: %s", interface, format_line(received.packet, verbose=True))
-        self.feed(self.core.receive(received.packet, time.time(), interface))
+        if self._is_urgent(received.packet):
+            self._urgent_input.append(received)
+        elif len(self._other_input) < INPUT_QUEUE:
+            self._other_input.append(received)
+        else:
+            self.agent_counters["input_dropped"] += 1
+        if not self._draining:
+            self._draining = True
+            self._loop.call_soon(self._drain)
+
+    def _is_urgent(self, packet: Packet) -> bool:
+        """Cheap: a BU for a cached binding from its CoA, or one naming a known key."""
+        core = self.core
+        if not isinstance(core, HomeAgent) or not isinstance(packet.payload, BindingUpdate):
+            return not isinstance(core, HomeAgent)
+        home = packet.home_address_option or packet.src
+        binding = core.cache.get(home)
+        if binding is not None and binding.care_of_address == packet.src:
+            return True
+        for option in packet.payload.options:
+            if isinstance(option, MobileNodeIdentifier):
+                return core.keys(option.nai) is not None
+        return False
+
+    def _drain(self) -> None:
+        """Handle a batch of received packets, urgent ones first, then yield to the loop."""
+        self._draining = False
+        core = self.core
+        if core is None:
+            return
+        out: list = []
+        debug = log.isEnabledFor(logging.DEBUG)
+        for _ in range(INPUT_BATCH):
+            if self._urgent_input:
+                received = self._urgent_input.popleft()
+            elif self._other_input:
+                received = self._other_input.popleft()
+            else:
+                break
+            interface = _ifname(received.ifindex)
+            if debug:
+                log.debug("in  %s: %s", interface, format_line(received.packet, verbose=True))
+            try:
+                out += core.receive(received.packet, time.time(), interface)
+            except Exception:  # one packet must never stop the agent
+                self.agent_counters["receive_failed"] += 1
+                log.exception("packet from %s not handled", received.src)
+        self.feed(out)
+        if (self._urgent_input or self._other_input) and not self._draining:
+            self._draining = True
+            self._loop.call_soon(self._drain)
 
     def _moved(self, states: list[InterfaceState]) -> None:
         if not isinstance(self.core, MobileNode):
@@ -238,14 +363,28 @@ class Agent:
     # --- carrying out actions ---------------------------------------------------------------
 
     async def _carry_out(self) -> None:
+        """Carry out every action; one that fails is logged and counted, never fatal."""
         while True:
             batch = await self._queue.get()
             try:
                 for action in batch:
                     try:
                         await self._do(action)
-                    except (DataPlaneError, TransportError, OSError, LookupError) as exc:
-                        log.error("%s failed: %s", type(action).__name__, exc)
+                    except asyncio.CancelledError:
+                        raise
+                    except DADStartError as exc:
+                        self.feed(exc.actions)
+                    except Exception as exc:  # the loop must outlive any action
+                        name = type(action).__name__
+                        self.agent_counters[f"action_failed.{name}"] += 1
+                        expected = (DataPlaneError, TransportError, OSError, LookupError)
+                        log.error(
+                            "%s failed: %s",
+                            name,
+                            exc,
+                            exc_info=not isinstance(exc, expected),
+                            extra={"mip6_kind": f"action_failed.{name}"},
+                        )
             finally:
                 self._queue.task_done()
 
@@ -258,7 +397,8 @@ class Agent:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("out %s", format_line(parse_packet(action.data), verbose=True))
         elif isinstance(action, act.Log):
-            log.log(logging.getLevelName(action.level.upper()), "%s", action.message)
+            extra = {"mip6_kind": action.kind} if action.kind else None
+            log.log(logging.getLevelName(action.level.upper()), "%s", action.message, extra=extra)
         elif isinstance(action, act.StateChanged):
             self._dirty.add(action.table)
             if action.urgent:
@@ -279,9 +419,19 @@ class Agent:
         elif isinstance(action, act.AnnounceHomeAddress):
             transport.send_unsolicited_na(socket.if_nametoindex(action.interface), action.address)
         elif isinstance(action, act.StartDAD):
-            index = socket.if_nametoindex(action.interface)
-            transport.join_solicited_node(action.address, index)
-            transport.send_dad_ns(index, action.address)
+            try:
+                index = socket.if_nametoindex(action.interface)
+                transport.join_solicited_node(action.address, index)
+                transport.send_dad_ns(index, action.address)
+            except (OSError, TransportError) as exc:
+                # A DAD that cannot run (e.g. ENOMEM: the multicast group limit) must not
+                # pass as if the address were free.
+                assert isinstance(self.core, HomeAgent)
+                with contextlib.suppress(OSError, TransportError):
+                    transport.leave_solicited_node(action.address, index)
+                raise DADStartError(
+                    self.core.dad_unavailable(action.address, str(exc), time.time())
+                ) from None
         elif isinstance(action, act.StopDAD):
             transport.leave_solicited_node(action.address, socket.if_nametoindex(action.interface))
         elif isinstance(action, act.InstallBinding):
@@ -346,12 +496,18 @@ class Agent:
                 f"the role changes from {self.config.role} to {config.role}: restart the agent"
             )
         now = time.time()
+        changes: dict[str, object] = {}
         try:
             if isinstance(self.core, HomeAgent):
                 settings = await self.kernel(
                     home_agent_settings, config, kernel.addresses, self.ha_enabled
                 )
-                self.feed(self.core.reconfigure(settings, now))
+                out = self.core.reconfigure(settings, now)
+                changes = key_changes(self.config.keys, config.keys)
+                # The new key set takes effect at once, for every BU from here on.
+                revoked = self.core.set_keys(key_lookup(config))
+                changes["bindings_removed"] = sum(isinstance(a, act.RemoveBinding) for a in revoked)
+                self.feed(out + revoked)
             elif isinstance(self.core, MobileNode):
                 settings = await self.kernel(
                     mobile_node_settings, config, kernel.addresses, kernel.interface_identifier
@@ -360,8 +516,14 @@ class Agent:
         except SettingsError as exc:
             raise ControlError(str(exc)) from None
         self.config = config
+        self.config_generation += 1
+        self.last_reload = {"time": round(now, 3), "generation": self.config_generation, **changes}
         logging.getLogger().setLevel(config.effective_log_level.upper())
-        log.info("configuration reloaded")
+        log.info(
+            "configuration reloaded (generation %d)%s",
+            self.config_generation,
+            describe_key_changes(changes),
+        )
         return to_dict(config)
 
     async def _change(self, edit: Callable[[dict], None]) -> dict:
@@ -399,6 +561,11 @@ class Agent:
             "enabled": self._enabled(),
             "debug": self.config.debug,
             "lists": self._lists(),
+            "config_generation": self.config_generation,
+            "last_reload": self.last_reload,
+            "keys": len(self.config.keys) if self.config.keys is not None else 0,
+            "tasks": len(asyncio.all_tasks()),
+            "input_queued": len(self._urgent_input) + len(self._other_input),
         }
 
     async def _cmd_capabilities(self) -> dict:
@@ -517,7 +684,9 @@ class Agent:
         return await self._change(edit)
 
     async def _cmd_debug(self, on: bool) -> dict:
-        return await self._change(lambda d: d.__setitem__("debug", bool(on)))
+        if not isinstance(on, bool):  # bool("false") is True
+            raise ControlError(f"debug: 'on' must be true or false, got {on!r}")
+        return await self._change(lambda d: d.__setitem__("debug", on))
 
     async def _cmd_bindings(self) -> list:
         return [b.to_dict() for b in self.core.cache] if isinstance(self.core, HomeAgent) else []
@@ -561,6 +730,9 @@ class Agent:
 
     async def _cmd_counters(self) -> dict:
         counters = self.core.counters.snapshot() if self.core is not None else {}
+        counters.update(self.agent_counters)
+        if self.throttle is not None:
+            counters["log_suppressed"] = self.throttle.suppressed_total
         if self.transport is not None:
             counters.update(
                 {f"transport.{k}": v for k, v in self.transport.counters.as_dict().items()}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Interface
 
 from ..config import AgentConfig
+from ..config.model import Keys
 from ..core.auth import MobilityKey
 from ..core.home_agent import HomeAgentSettings, HomeLink
 from ..core.mobile_node import HomeAddressSpec, MobileNodeSettings
@@ -25,6 +26,36 @@ def key_lookup(config: AgentConfig) -> Callable[[str], MobilityKey | None]:
             entry.spi, entry.key.reveal(), entry.home_addresses, entry.max_bindings
         )
     return table.get
+
+
+def key_changes(old: Keys | None, new: Keys | None) -> dict[str, object]:
+    """Which NAIs a reload adds, removes or changes (new SPI, key or authorization)."""
+    before = dict(old.entries) if old is not None else {}
+    after = dict(new.entries) if new is not None else {}
+    return {
+        "keys_added": sorted(set(after) - set(before)),
+        "keys_removed": sorted(set(before) - set(after)),
+        "keys_changed": sorted(n for n in set(before) & set(after) if before[n] != after[n]),
+    }
+
+
+def describe_key_changes(changes: dict[str, object]) -> str:
+    parts = []
+    for name, label in (
+        ("keys_added", "added"),
+        ("keys_removed", "removed"),
+        ("keys_changed", "changed"),
+    ):
+        nais = changes.get(name) or []
+        assert isinstance(nais, list)
+        if nais:
+            parts.append(
+                f"{label} {len(nais)} ({', '.join(nais[:5])}{' ...' if len(nais) > 5 else ''})"
+            )
+    removed = changes.get("bindings_removed")
+    if removed:
+        parts.append(f"{removed} bindings removed")
+    return (": keys " + "; ".join(parts)) if parts else ""
 
 
 def home_agent_settings(

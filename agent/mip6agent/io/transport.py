@@ -101,6 +101,11 @@ _BUFSIZE = 65535
 # Room for pktinfo, hop limit, tclass and a largest (2048-octet) Dest Options + Routing header.
 _ANCSIZE = 8192
 _READ_BATCH = 64
+# A burst of signaling waits in the kernel until the agent reads it; 4 MiB holds about
+# 20,000 Binding Updates, so a flood is dropped by the agent's own queue (counted, with
+# known senders first) rather than by the kernel at random.
+_RCVBUF = 4 << 20
+_SO_RCVBUFFORCE = 33
 _DEDUP_ENTRIES = 4096
 
 
@@ -489,6 +494,10 @@ class SignalingTransport:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, _PROTOCOLS[via])
         self._receivers.append(_Receiver(via, sock))
         sock.setblocking(False)
+        try:  # beyond net.core.rmem_max needs CAP_NET_ADMIN
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         for option in (socket.IPV6_RECVPKTINFO, socket.IPV6_RECVHOPLIMIT, socket.IPV6_RECVTCLASS):
             sock.setsockopt(socket.IPPROTO_IPV6, option, 1)
         if ancillary_headers:  # to undo a MIP6 kernel's HAO/RH2 processing
