@@ -196,3 +196,49 @@ def test_unauthenticated_mode_warns_at_start(tmp_path: Path) -> None:
         with AgentProcess(topo.ns["ha"], tmp_path / "ha", config) as ha:
             assert ha.call("status")["role"] == "ha"
         assert "WARNING" in ha.log.read_text() and "authentication" in ha.log.read_text()
+
+
+def test_reload_applies_keys_at_once_and_says_what_changed(tmp_path: Path) -> None:
+    """SIGHUP with mn1's key gone and another added: mn1's binding and route go at once,
+    its next BU is refused, and status / mip6stat -i name what changed."""
+    with (
+        Topology(mn_link="foreign1") as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
+        AgentProcess(topo.ns["mn"], tmp_path / "mn", mn_config(tmp_path / "mn")) as mn,
+    ):
+        wait_until(lambda: binding_coa(ha) == str(topo.coa), what="registration")
+        assert ha.call("status")["config_generation"] == 1
+        keys = Path(ha.config["keys_file"])
+        keys.write_text(
+            yaml.safe_dump(
+                {"mobile_nodes": {"other@example.net": {"spi": 4321, "key": "ab" * 20}}}
+            )
+        )
+        assert ha.proc is not None
+        ha.proc.send_signal(signal.SIGHUP)
+        status = wait_until(
+            lambda: (s := ha.call("status"))["config_generation"] == 2 and s,
+            what="the reload",
+        )
+        reload = status["last_reload"]
+        assert reload["keys_removed"] == ["mn1@example.net"]
+        assert reload["keys_added"] == ["other@example.net"]
+        assert reload["keys_changed"] == [] and reload["bindings_removed"] == 1
+        assert binding_coa(ha) is None
+        wait_until(
+            lambda: str(HOA) not in topo.ip("ha", "-6", "route", "show", "table", "all"),
+            what="the revoked binding's route to go",
+        )
+        # The mobile node keeps trying with its old key: refused with 146 (MIPV6-AUTH-FAIL).
+        mn.call("clear-bul")
+        mn.call("enable")
+        wait_until(
+            lambda: ha.call("counters").get("ba_out.146_mipv6_auth_fail", 0) >= 1,
+            what="a refused BU",
+        )
+        assert binding_coa(ha) is None
+        shown = cli("mip6stat", "-S", ha.socket, "-i")
+        assert shown.returncode == 0, shown.stderr
+        line = next(x for x in shown.stdout.splitlines() if "last_reload.keys_removed" in x)
+        assert "mn1@example.net" in line
+        assert "configuration reloaded (generation 2): keys added 1" in ha.log.read_text()

@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", dest="clear", action="store_true", help="clear the selected lists (counters if none)"
     )
     p.add_argument("-M", dest="clear_home", action="store_true", help="clear the home addresses")
+    p.add_argument(
+        "-i",
+        dest="info",
+        action="store_true",
+        help="the agent: role, version, configuration generation and what the last reload "
+        "changed (keys added, removed, changed; bindings removed); shown when nothing is "
+        "selected",
+    )
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON document")
     output.add_argument(
@@ -45,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="key:value lines, each list ending ENDOFDATA",
     )
     return p
+
+
+def _title(name: str) -> str:
+    return "agent" if name == "status" else LISTS[name][1]
+
+
+def _status_rows(status: dict) -> dict:
+    """The status reply with the last reload flattened into ``last_reload.<field>`` keys."""
+    rows = {k: v for k, v in status.items() if k not in ("lists", "last_reload")}
+    for key, value in (status.get("last_reload") or {}).items():
+        rows[f"last_reload.{key}"] = ", ".join(value) if isinstance(value, list) else value
+    return rows
 
 
 def _selected(args: argparse.Namespace) -> list[str]:
@@ -118,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         status = call(args.socket, "status")
         assert isinstance(status, dict)
         shown = selected or list(status.get("lists", LISTS))
-        data = {name: call(args.socket, name) for name in shown}
+        data: dict[str, object] = {}
+        if args.info or not selected:
+            data["status"] = _status_rows(status)
+        data.update({name: call(args.socket, name) for name in shown})
     except ControlError as exc:
         print(f"mip6stat: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -127,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.keyvalue:
         print("\n".join(_keyvalue(name, rows) for name, rows in data.items()))
     else:
-        print("\n\n".join(_table(LISTS[name][1], rows) for name, rows in data.items()))
+        print("\n\n".join(_table(_title(name), rows) for name, rows in data.items()))
     return EXIT_OK
 
 
