@@ -1,0 +1,134 @@
+"""The daemon's action loop and input queues, without a kernel: one failure never stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mip6agent import wire
+from mip6agent.config import validate_mapping
+from mip6agent.core import actions as act
+from mip6agent.daemon import agent as agent_module
+from mip6agent.daemon.agent import INPUT_QUEUE, Agent
+from mip6agent.io.transport import Received
+
+
+def _config(tmp_path: Path) -> Any:
+    return validate_mapping(
+        {
+            "role": "cn",
+            "state_dir": str(tmp_path / "state"),
+            "control_socket": str(tmp_path / "agent.sock"),
+        }
+    )
+
+
+def test_a_failing_action_is_logged_counted_and_the_next_one_still_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    done: list[act.Action] = []
+
+    async def scenario() -> Agent:
+        agent = Agent(_config(tmp_path))
+
+        async def do(action: act.Action) -> None:
+            if isinstance(action, act.SendPacket):
+                raise ValueError("sending to ff02::1 needs an outgoing interface")
+            done.append(action)
+
+        agent._do = do  # type: ignore[method-assign]
+        agent._consumer = asyncio.create_task(agent._carry_out())
+        bad = act.SendPacket(b"\x60" + bytes(39), IPv6Address("ff02::1"))
+        agent.feed([bad, act.Log("info", "first")])
+        agent.feed([act.Log("info", "second batch")])
+        await asyncio.wait_for(agent._queue.join(), 5)
+        assert not agent._consumer.done(), "the action loop ended"
+        agent._consumer.cancel()
+        return agent
+
+    with caplog.at_level(logging.ERROR, logger="mip6agent"):
+        agent = asyncio.run(scenario())
+    assert [a.message for a in done if isinstance(a, act.Log)] == ["first", "second batch"]
+    assert agent.agent_counters["action_failed.SendPacket"] == 1
+    assert any("SendPacket failed" in r.getMessage() for r in caplog.records)
+
+
+def test_shutdown_is_bounded_when_an_action_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_module, "SHUTDOWN_GRACE", 0.3)
+
+    async def scenario() -> float:
+        agent = Agent(_config(tmp_path))
+
+        async def hang(action: act.Action) -> None:
+            await asyncio.sleep(3600)
+
+        agent._do = hang  # type: ignore[method-assign]
+        agent._consumer = asyncio.create_task(agent._carry_out())
+        agent.feed([act.Log("info", "never finishes")])
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        await agent.close()
+        return time.monotonic() - start
+
+    # 0.3 s of grace plus the close itself; an unbounded join would wait an hour.
+    assert asyncio.run(scenario()) < 10
+
+
+def _received(packet_bytes: bytes) -> Received:
+    packet = wire.parse_packet(packet_bytes)
+    return Received(packet, 1, 64, True, "mh", packet_bytes, 0.0)
+
+
+def test_input_beyond_the_queue_bound_is_dropped_and_counted(tmp_path: Path) -> None:
+    src, dst = IPv6Address("2001:db8:2::7"), IPv6Address("2001:db8:4::9")
+    data = wire.build_packet(src, dst, wire.BindingUpdate(1, 0xC000, 10))
+
+    async def scenario() -> tuple[int, int, int]:
+        agent = Agent(_config(tmp_path))
+        seen: list[object] = []
+        agent.core = type("Core", (), {})()  # any core: the correspondent's path is plain
+        agent.core.receive = lambda p, now, i: seen.append(p) or []  # type: ignore[attr-defined]
+        agent.core.get_timer = lambda: None  # type: ignore[attr-defined]
+        agent._is_urgent = lambda p: False  # type: ignore[method-assign]
+        for _ in range(INPUT_QUEUE + 100):
+            agent._received(_received(data))
+        queued = len(agent._other_input)
+        for _ in range(100):  # let the drain batches run
+            await asyncio.sleep(0)
+        return queued, agent.agent_counters["input_dropped"], len(seen)
+
+    queued, dropped, handled = asyncio.run(scenario())
+    assert queued == INPUT_QUEUE
+    assert dropped == 100
+    assert handled == INPUT_QUEUE
+
+
+def test_urgent_input_is_handled_before_input_that_waited_longer(tmp_path: Path) -> None:
+    other = wire.build_packet(
+        IPv6Address("2001:db8:2::7"), IPv6Address("2001:db8:1::1"), wire.BindingUpdate(1, 0xC000, 9)
+    )
+    urgent = wire.build_packet(
+        IPv6Address("2001:db8:3::5"), IPv6Address("2001:db8:1::1"), wire.BindingUpdate(2, 0xC000, 9)
+    )
+
+    async def scenario() -> list[int]:
+        agent = Agent(_config(tmp_path))
+        order: list[int] = []
+        agent.core = type("Core", (), {})()
+        agent.core.receive = lambda p, now, i: order.append(p.payload.sequence) or []  # type: ignore[attr-defined]
+        agent.core.get_timer = lambda: None  # type: ignore[attr-defined]
+        agent._is_urgent = lambda p: p.payload.sequence == 2  # type: ignore[method-assign]
+        for _ in range(5):
+            agent._received(_received(other))
+        agent._received(_received(urgent))
+        await asyncio.sleep(0)
+        return order
+
+    assert asyncio.run(scenario()) == [2, 1, 1, 1, 1, 1]
