@@ -45,7 +45,7 @@ SUBNET_ROUTER_ANYCAST = HOME_PREFIX.network_address
 
 IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS = 0, 43, 60
 IPPROTO_ICMPV6, IPPROTO_NONE, IPPROTO_MH = 58, 59, 135
-ETH_P_IPV6 = 0x86DD
+ETH_P_ALL, ETH_P_IPV6 = 0x0003, 0x86DD
 PACKET_OUTGOING = 4
 SOL_PACKET, PACKET_STATISTICS = 263, 6
 
@@ -380,8 +380,9 @@ class Sniffer:
     """Parsed MH / ICMPv6 packets an interface sends (or receives), drained by a thread."""
 
     def __init__(self, topo: Any, node: str, ifname: str = "eth0", outgoing: bool = True) -> None:
+        # Only ETH_P_ALL taps see outgoing frames.
         with topo.inside(node):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.bind((ifname, 0))
         self.outgoing = outgoing
@@ -406,6 +407,8 @@ class Sniffer:
                 if (address[2] == PACKET_OUTGOING) != self.outgoing:
                     continue
                 self.frames += 1
+                if data[12:14] != b"\x86\xdd":
+                    continue
                 reply = parse_reply(data[14:], time.monotonic())
                 if reply is not None:
                     with self._lock:
