@@ -117,11 +117,20 @@ class StateChanged:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    """``kind`` groups repeated lines so a flood of one kind can be rate-limited."""
+    """``kind`` groups repeated lines so a flood of one kind can be rate-limited.
+
+    With ``args``, ``message`` is a %-format applied only if the line is written: a
+    flood of rejected packets then costs no string formatting for suppressed lines.
+    """
 
     level: str
     message: str
     kind: str | None = None
+    args: tuple[object, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.message % self.args if self.args else self.message
 
 
 Action = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import IPv6Address, IPv6Network
 
 from ..wire import (
     AlternateCareofAddress,
@@ -28,7 +28,7 @@ from ..wire import (
     UnknownMessage,
     build_packet,
 )
-from ..wire.addresses import anycast_problem, home_agents_anycast, unicast_problem
+from ..wire.addresses import anycast_in_prefix, home_agents_anycast, unicast_problem
 from ..wire.constants import (
     BU_FLAG_A,
     BU_FLAG_H,
@@ -95,6 +95,9 @@ class HomeAgentSettings:
     def addresses(self) -> tuple[IPv6Address, ...]:
         return tuple(link.address for link in self.links)
 
+    def anycast_addresses(self) -> frozenset[IPv6Address]:
+        return frozenset(home_agents_anycast(p) for link in self.links for p in link.prefixes)
+
     def care_of_problem(self, address: IPv6Address) -> str | None:
         """Why ``address`` cannot be a care-of address at this home agent, if it cannot."""
         problem = unicast_problem(address)
@@ -116,7 +119,7 @@ class HomeAgentSettings:
         for link in self.links:
             for prefix in link.prefixes:
                 if address in prefix:
-                    return anycast_problem(IPv6Interface(f"{address}/{prefix.prefixlen}"))
+                    return anycast_in_prefix(address, prefix.prefixlen)
         return None
 
 
@@ -166,6 +169,7 @@ class HomeAgent:
         self.home_agents = HomeAgentList(settings.max_home_agents)
         self.replay = ReplayGuard(settings.replay_window)
         self.limiter = ReplyLimiter(settings.error_rate_per_destination, settings.error_rate_total)
+        self._anycast = settings.anycast_addresses()
         self._pending: dict[IPv6Address, _Pending] = {}
 
     # --- inputs --------------------------------------------------------------------
@@ -256,6 +260,7 @@ class HomeAgent:
         self.replay.window = settings.replay_window
         self.limiter.reconfigure(settings.error_rate_per_destination, settings.error_rate_total)
         self.home_agents.max_entries = settings.max_home_agents
+        self._anycast = settings.anycast_addresses()
         out: list = []
         new_prefixes = {p for link in settings.links for p in link.prefixes}
         if new_prefixes != old_prefixes:
@@ -371,16 +376,17 @@ class HomeAgent:
                 problem = self._care_of_problem(coa, "Alternate Care-of Address")
         if problem is not None:
             self.counters.add("bu_bad_address")
-            out.append(act.Log("info", f"BU for {home} from {packet.src}: {problem}", "bu_address"))
+            out.append(
+                act.Log("info", "BU for %s from %s: %s", "bu_address", (home, packet.src, problem))
+            )
             return out + self._reply(request, BAStatus.ADMINISTRATIVELY_PROHIBITED, now)
         if self.settings.authentication:
             verdict = verify(packet.payload_bytes, bu, coa, home, self.keys)
             request.nai = verdict.nai
             if verdict.status is not None:
                 self.counters.add("auth_failed")
-                out.append(
-                    act.Log("warning", f"BU for {home} from {coa}: {verdict.reason}", "bu_auth")
-                )
+                why = (home, coa, verdict.reason)
+                out.append(act.Log("warning", "BU for %s from %s: %s", "bu_auth", why))
                 return out + self._reply(request, verdict.status, now)
             assert verdict.nai is not None and verdict.timestamp is not None
             request.key = self.keys(verdict.nai)
@@ -443,11 +449,8 @@ class HomeAgent:
 
     def _care_of_problem(self, address: IPv6Address, what: str) -> str | None:
         problem = self.settings.care_of_problem(address)
-        if problem is None:
-            for link in self.settings.links:
-                for prefix in link.prefixes:
-                    if address == home_agents_anycast(prefix):
-                        problem = "is the Home-Agents anycast address"
+        if problem is None and address in self._anycast:
+            problem = "is the Home-Agents anycast address"
         return None if problem is None else f"{what} {address} {problem}"
 
     def _limit_problem(self, request: _Request) -> str | None:

@@ -398,7 +398,11 @@ class Agent:
                 log.debug("out %s", format_line(parse_packet(action.data), verbose=True))
         elif isinstance(action, act.Log):
             extra = {"mip6_kind": action.kind} if action.kind else None
-            log.log(logging.getLevelName(action.level.upper()), "%s", action.message, extra=extra)
+            level = logging.getLevelName(action.level.upper())
+            if action.args:
+                log.log(level, action.message, *action.args, extra=extra)
+            else:
+                log.log(level, "%s", action.message, extra=extra)
         elif isinstance(action, act.StateChanged):
             self._dirty.add(action.table)
             if action.urgent:

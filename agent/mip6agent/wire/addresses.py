@@ -25,10 +25,15 @@ def unicast_problem(addr: IPv6Address) -> str | None:
 
 def anycast_problem(iface: IPv6Interface) -> str | None:
     """Why ``iface.ip`` is an anycast address of its prefix, if it is one."""
-    net = iface.network
-    if net.prefixlen < 127 and iface.ip == net.network_address:
+    return anycast_in_prefix(iface.ip, iface.network.prefixlen)
+
+
+def anycast_in_prefix(address: IPv6Address, prefixlen: int) -> str | None:
+    """The same for ``address`` inside a prefix of length ``prefixlen`` (integer work only)."""
+    value = int(address)
+    if prefixlen < 127 and not value & ((1 << (128 - prefixlen)) - 1):
         return "is the subnet-router anycast address of its prefix, not a host address"
-    if net.prefixlen == 64 and int(iface.ip) & 0xFFFF_FFFF_FFFF_FFFF >= RFC2526_FIRST_IID:
+    if prefixlen == 64 and value & 0xFFFF_FFFF_FFFF_FFFF >= RFC2526_FIRST_IID:
         return (
             "is a reserved subnet anycast address (RFC 2526), like the Mobile IPv6 "
             "Home-Agents anycast address"
