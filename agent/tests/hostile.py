@@ -786,7 +786,7 @@ def fuzz_seeds(spec: dict) -> list[bytes]:
         neighbor_solicit(src, HA, HA),
         # not from the HA's codec: a Mobile Prefix Solicitation and a HoTI for variety
         _icmpv6(src, HA, struct.pack("!BBHHH", 146, 0, 0, 5, 0), 64),
-        _finish_mh(_mh(1, bytes(2) + bytes(8), bytes(4)), src, HA, None, 64),
+        _finish_mh(_mh(1, bytes(2) + bytes(8), b""), src, HA, None, 64),
     ]
     return seeds
 

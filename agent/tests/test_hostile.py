@@ -135,12 +135,23 @@ def lab(
             canary = the_lab.new_canary(home=canary_home)
             the_lab.canary = canary
             first = canary.register(deadline=15)
-            assert first.status == ACCEPTED, f"the canary registers: {first}"
+            assert first.status == ACCEPTED, (
+                f"the canary registers: {first}\n{ha.log.read_text()[-2000:]}\n"
+                + topo.ip("ha", "-6", "neigh")
+                + topo.ip("ha", "-6", "route")
+            )
             yield the_lab
 
 
 def served(stats: dict, what: str) -> None:
     assert h.all_served(stats), f"canary {what}: {stats}"
+
+
+def finish(lab: Lab, start: float, min_seconds: float = 1.0) -> dict:
+    """Keep the canary going until it has ``min_seconds`` of samples, stop it, its stats."""
+    time.sleep(max(0.0, start + min_seconds - time.monotonic()))
+    lab.canary.stop()
+    return lab.canary.stats(since=start)
 
 
 def phase(lab: Lab, seconds: float) -> dict:
@@ -396,8 +407,8 @@ def test_key_removal_and_rotation_by_sighup(tmp_path: Path) -> None:
         rot = the.new_canary(nai=ROT_NAI, spi=ROT_SPI, key=ROT_KEY, home=CANARY_HOA + 2)
         assert gone.register().status == ACCEPTED
         assert rot.register().status == ACCEPTED
-        the.canary.start(0.2)
         start = the.canary.mark()
+        the.canary.start(0.2)
         registered_before = the.bindings()[str(rot.home)]["registered"]
 
         # removal
@@ -418,8 +429,7 @@ def test_key_removal_and_rotation_by_sighup(tmp_path: Path) -> None:
         rot.spi, rot.key = ROT_NEW_SPI, ROT_NEW_KEY
         new_key = rot.request()
         bindings = the.bindings()
-        the.canary.stop()
-        stats = the.canary.stats(since=start)
+        stats = finish(the, start)
         report(
             "key_reload",
             removed=removed.status,
@@ -455,8 +465,8 @@ def test_home_address_authorization_and_per_key_cap(tmp_path: Path) -> None:
     canary_key = canary_entry(home_addresses=[str(watch_home)])
     with lab(tmp_path, keys=keys, canary_key=canary_key, canary_home=watch_home) as the:
         limited = the.new_canary(nai=LIMITED_NAI, spi=LIMITED_SPI, key=LIMITED_KEY)
-        the.canary.start(0.2)
         start = the.canary.mark()
+        the.canary.start(0.2)
         outside = [IPv6Address("2001:db8:1::201"), IPv6Address("2001:db8:1::1100"), watch_home]
         results = {}
         for home in outside:
@@ -466,8 +476,7 @@ def test_home_address_authorization_and_per_key_cap(tmp_path: Path) -> None:
         third = limited.request(home=IPv6Address("2001:db8:1::300")).status
         canary_outside = the.canary.request(home=IPv6Address("2001:db8:1::251")).status
         bindings = the.bindings()
-        the.canary.stop()
-        stats = the.canary.stats(since=start)
+        stats = finish(the, start)
         report(
             "home_address_authorization",
             outside=results,
@@ -493,12 +502,11 @@ def test_home_agent_total_binding_cap(tmp_path: Path) -> None:
     keys = {LIMITED_NAI: {"spi": LIMITED_SPI, "key": LIMITED_KEY, "max_bindings": 10}}
     with lab(tmp_path, keys=keys, max_bindings=3) as the:
         other = the.new_canary(nai=LIMITED_NAI, spi=LIMITED_SPI, key=LIMITED_KEY)
-        the.canary.start(0.2)
         start = the.canary.mark()
+        the.canary.start(0.2)
         statuses = [other.request(home=CANARY_HOA + 0x10 + i).status for i in range(3)]
         bindings = the.bindings()
-        the.canary.stop()
-        stats = the.canary.stats(since=start)
+        stats = finish(the, start)
         report("total_binding_cap", statuses=statuses, bindings=len(bindings), canary=stats)
         assert statuses == [ACCEPTED, ACCEPTED, INSUFFICIENT], "home_agent.max_bindings: 3"
         assert len(bindings) == 3
@@ -535,8 +543,8 @@ def test_neighbor_discovery_from_off_link_and_on_link_floods(tmp_path: Path) -> 
     forged = IPv6Address("2001:db8:1::bad")
     with lab(tmp_path, dad=True) as the:
         topo, canary = the.topo, the.canary
-        canary.start(0.2)
         start = canary.mark()
+        canary.start(0.2)
         off = h.raw_sender(topo, "atkoff")
         router_global = IPv6Address("2001:db8:1::fffe")
         for i in range(100):
