@@ -695,6 +695,34 @@ def test_error_replies_are_rate_limited_and_never_reflected(tmp_path: Path) -> N
 # --- 8. availability under a flood -----------------------------------------------------------
 
 
+def raw6_drops(topo: Topology) -> int:
+    """Packets the kernel dropped at raw IPv6 sockets in the HA (full receive buffers)."""
+    lines = topo.run("ha", "cat", "/proc/net/raw6").stdout.splitlines()[1:]
+    return sum(int(line.split()[-1]) for line in lines if line.split())
+
+
+class QueueWatch:
+    """Samples ``status`` once a second: (input_queued, how long the call took in ms)."""
+
+    def __init__(self, the: Lab) -> None:
+        self.the, self.samples = the, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            t0 = time.monotonic()
+            with contextlib.suppress(Exception):
+                status = self.the.ha.call("status")
+                took = round(1000 * (time.monotonic() - t0), 1)
+                self.samples.append((status.get("input_queued", -1), took))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def test_availability_under_a_spoofed_bu_flood(tmp_path: Path) -> None:
     seconds = float(os.environ.get("HOSTILE_FLOOD_SECONDS", "15"))
     keys = {NAI: {"spi": SPI, "key": KEY_HEX}}
@@ -719,6 +747,7 @@ def test_availability_under_a_spoofed_bu_flood(tmp_path: Path) -> None:
             },
         }
         mn = AgentProcess(topo.ns["mn"], mn_dir, mn_config)
+        queue = QueueWatch(the)
         started = time.monotonic()
         registered_after: float | None = None
         try:
@@ -731,6 +760,7 @@ def test_availability_under_a_spoofed_bu_flood(tmp_path: Path) -> None:
                     break
                 time.sleep(0.05)
             flood_result = flood.result(timeout=seconds + 30)
+            queue.stop()
             until = time.monotonic()
             during_stats = canary.stats(since=during, until=until)
             after = phase(the, 1.0)
@@ -750,6 +780,9 @@ def test_availability_under_a_spoofed_bu_flood(tmp_path: Path) -> None:
             mn_registered_after_s=None if registered_after is None else round(registered_after, 2),
             ha_bu_in=counters.get("mh_in.bu"),
             ha_rate_limited=counters.get("reply_rate_limited"),
+            ha_raw_socket_drops=raw6_drops(topo),
+            input_queued_max=max((q for q, _ in queue.samples), default=None),
+            status_call_max_ms=max((ms for _, ms in queue.samples), default=None),
             canary_after=after,
         )
         assert the.alive()
@@ -770,7 +803,7 @@ def test_soak_smoke(tmp_path: Path) -> None:
     import soak
 
     seconds = float(os.environ.get("HOSTILE_SOAK_SMOKE_SECONDS", "60"))
-    result = soak.run(seconds, tmp_path, seed=random.randrange(1 << 30))
+    result = soak.run(seconds, tmp_path, seed=random.randrange(1 << 30), phase_seconds=7.5)
     report("soak_smoke", **result)
     assert result["agent_alive"], result
     assert result["canary"]["answered"] >= 0.99 * result["canary"]["sent"], result["canary"]
