@@ -210,9 +210,7 @@ def test_reload_applies_keys_at_once_and_says_what_changed(tmp_path: Path) -> No
         assert ha.call("status")["config_generation"] == 1
         keys = Path(ha.config["keys_file"])
         keys.write_text(
-            yaml.safe_dump(
-                {"mobile_nodes": {"other@example.net": {"spi": 4321, "key": "ab" * 20}}}
-            )
+            yaml.safe_dump({"mobile_nodes": {"other@example.net": {"spi": 4321, "key": "ab" * 20}}})
         )
         assert ha.proc is not None
         ha.proc.send_signal(signal.SIGHUP)
