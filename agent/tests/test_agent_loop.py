@@ -81,9 +81,9 @@ def test_shutdown_is_bounded_when_an_action_hangs(
     assert asyncio.run(scenario()) < 10
 
 
-def _received(packet_bytes: bytes) -> Received:
+def _received(packet_bytes: bytes, urgent: bool = False) -> Received:
     packet = wire.parse_packet(packet_bytes)
-    return Received(packet, 1, 64, True, "mh", packet_bytes, 0.0)
+    return Received(packet, 1, 64, True, "mh", packet_bytes, 0.0, urgent)
 
 
 def test_input_beyond_the_queue_bound_is_dropped_and_counted(tmp_path: Path) -> None:
@@ -96,11 +96,10 @@ def test_input_beyond_the_queue_bound_is_dropped_and_counted(tmp_path: Path) -> 
         agent.core = type("Core", (), {})()  # any core: the correspondent's path is plain
         agent.core.receive = lambda p, now, i: seen.append(p) or []  # type: ignore[attr-defined]
         agent.core.get_timer = lambda: None  # type: ignore[attr-defined]
-        agent._is_urgent = lambda p: False  # type: ignore[method-assign]
         for _ in range(INPUT_QUEUE + 100):
             agent._received(_received(data))
         queued = len(agent._other_input)
-        for _ in range(100):  # let the drain batches run
+        for _ in range(1000):  # let the drain batches run (32 unknown-sender packets each)
             await asyncio.sleep(0)
         return queued, agent.agent_counters["input_dropped"], len(seen)
 
@@ -124,11 +123,37 @@ def test_urgent_input_is_handled_before_input_that_waited_longer(tmp_path: Path)
         agent.core = type("Core", (), {})()
         agent.core.receive = lambda p, now, i: order.append(p.payload.sequence) or []  # type: ignore[attr-defined]
         agent.core.get_timer = lambda: None  # type: ignore[attr-defined]
-        agent._is_urgent = lambda p: p.payload.sequence == 2  # type: ignore[method-assign]
         for _ in range(5):
             agent._received(_received(other))
-        agent._received(_received(urgent))
+        agent._received(_received(urgent, urgent=True))
         await asyncio.sleep(0)
         return order
 
     assert asyncio.run(scenario()) == [2, 1, 1, 1, 1, 1]
+
+
+def test_peek_reads_home_address_source_and_nai_without_decoding() -> None:
+    """The gate's view of a BU as each receive socket hands it over."""
+    from mip6agent.io.transport import peek_binding_update
+
+    coa, hoa, ha = (
+        IPv6Address("2001:db8:2::7"),
+        IPv6Address("2001:db8:1::100"),
+        IPv6Address("2001:db8:1::1"),
+    )
+    bu = wire.BindingUpdate(1, 0xC000, 10, [wire.MobileNodeIdentifier(b"mn1@example.net")])
+    data = wire.build_packet(coa, ha, bu, home_address=hoa)
+    # Destination Options socket: the data starts at the Destination Options header.
+    peek = peek_binding_update("dstopts", coa, data[40:])
+    assert peek is not None
+    assert (peek.home_address, peek.source, peek.nai) == (hoa, coa, b"mn1@example.net")
+    # MH socket on a kernel with MIP6: source already swapped to the HoA, option holds the CoA.
+    dstopts = bytearray(data[40 : 40 + (data[41] + 1) * 8])
+    at = bytes(dstopts).index(hoa.packed)
+    dstopts[at : at + 16] = coa.packed
+    peek = peek_binding_update("mh", hoa, data[40 + len(dstopts) :], [(60, bytes(dstopts))])
+    assert peek is not None and (peek.home_address, peek.source) == (hoa, coa)
+    # Not a BU, or cut short: nothing.
+    ack = wire.build_packet(ha, coa, wire.BindingAck(0, 0, 1, 10))
+    assert peek_binding_update("mh", ha, ack[40:]) is None
+    assert peek_binding_update("dstopts", coa, data[40:50]) is None

@@ -171,6 +171,7 @@ class HomeAgent:
         self.limiter = ReplyLimiter(settings.error_rate_per_destination, settings.error_rate_total)
         self._anycast = settings.anycast_addresses()
         self._pending: dict[IPv6Address, _Pending] = {}
+        self._auth_failures: dict[str, float] = {}  # NAI with a key -> last failure
 
     # --- inputs --------------------------------------------------------------------
 
@@ -307,6 +308,11 @@ class HomeAgent:
                 out.append(act.StopDAD(home, pending.link.interface))
         return out
 
+    def failed_recently(self, nai: str, now: float, within: float = 1.0) -> bool:
+        """Whether a BU naming ``nai`` failed to verify in the last ``within`` seconds."""
+        last = self._auth_failures.get(nai)
+        return last is not None and now - last < within
+
     def dad_unavailable(self, home_address: IPv6Address, reason: str, now: float) -> list:
         """The I/O layer could not start DAD for ``home_address``: refuse, never pass."""
         pending = self._pending.pop(home_address, None)
@@ -385,6 +391,8 @@ class HomeAgent:
             request.nai = verdict.nai
             if verdict.status is not None:
                 self.counters.add("auth_failed")
+                if verdict.nai is not None and self.keys(verdict.nai) is not None:
+                    self._auth_failures[verdict.nai] = now  # bounded by the keys
                 why = (home, coa, verdict.reason)
                 out.append(act.Log("warning", "BU for %s from %s: %s", "bu_auth", why))
                 return out + self._reply(request, verdict.status, now)
@@ -626,7 +634,11 @@ class HomeAgent:
 
     def _may_answer(self, destination: IPv6Address, now: float) -> bool:
         """Replies a sender can trigger without a key: a sane destination, rate-limited."""
-        if unicast_problem(destination) is not None or destination in self.settings.addresses:
+        if (
+            unicast_problem(destination) is not None
+            or destination in self.settings.addresses
+            or self.settings.home_address_problem(destination) is not None  # anycast
+        ):
             self.counters.add("reply_suppressed")
             return False
         if not self.limiter.allow(destination, now):
