@@ -677,6 +677,12 @@ def test_rendered_values_follow_the_variables(rendered: dict[str, Path]) -> None
         "dad": True,
         "sequence_window": 32768,
         "replay_window": 7,
+        "max_bindings": 1000000,
+        "max_bindings_per_nai": 16,
+        "max_pending_dad": 256,
+        "max_home_agents": 32,
+        "error_rate_per_destination": 10,
+        "error_rate_total": 200,
     }
     assert "mobile_node" not in ha1
     assert ha1["authentication"] == "required" and ha1["dataplane"] == "auto"
@@ -717,6 +723,36 @@ def test_rendered_values_follow_the_variables(rendered: dict[str, Path]) -> None
         "binding_refresh_request_before": 10,
     }
     assert "home_agent" not in cn1 and "mobile_node" not in cn1
+
+
+
+def load_keys(rendered: dict[str, Path], run: str, host: str) -> dict:
+    return yaml.safe_load((rendered[run] / host / "keys.yml").read_text())["mobile_nodes"]
+
+
+def test_rendered_keys_carry_home_addresses_on_home_agents_only(
+    rendered: dict[str, Path],
+) -> None:
+    """mip6_agent_keys' home_addresses and max_bindings reach the home agents' keys files
+    (each key authorized for its own mobile node's home address or the home prefix) and
+    not the mobile nodes' ones; an entry without them gets neither field."""
+    ha1 = load_keys(rendered, "lab", "ha1")
+    assert {nai: e.get("home_addresses") for nai, e in ha1.items()} == {
+        "mn1@lab.example": ["2001:db8:1::100"],
+        "mn2@lab.example": ["2001:db8:1::/64"],
+    }
+    assert not any("max_bindings" in e for e in ha1.values())
+    for host in ("mn1", "mn2"):
+        [entry] = load_keys(rendered, "lab", host).values()
+        assert set(entry) == {"spi", "key"}, host
+    ha_a = load_keys(rendered, "example", "ha-a.example.net")
+    assert len(ha_a) == 20
+    for n in range(1, 21):
+        expected = [f"2001:db8:100::{1000 + n}" if n <= 16 else "2001:db8:100::/64"]
+        assert ha_a[f"mn{n:02d}@example.net"]["home_addresses"] == expected, n
+        assert {"spi", "key"} <= set(ha_a[f"mn{n:02d}@example.net"]), n
+    [entry] = load_keys(rendered, "example", "mn07.example.net").values()
+    assert set(entry) == {"spi", "key"}
 
 
 # --- activation against running agents ------------------------------------------------------
@@ -1212,7 +1248,7 @@ def test_role_variables_map_one_to_one_onto_the_agent_schema() -> None:
                 expected = None if default == "null" else json.loads(default.strip("`"))
                 assert option.get("default") == expected, (role, variable, expected)
         seen.add(variable)
-    assert len(seen) == 7 + 10 + 13 + 2
+    assert len(seen) == 7 + 16 + 13 + 2
 
 
 def test_docs_list_every_variable() -> None:
