@@ -725,7 +725,6 @@ def test_rendered_values_follow_the_variables(rendered: dict[str, Path]) -> None
     assert "home_agent" not in cn1 and "mobile_node" not in cn1
 
 
-
 def load_keys(rendered: dict[str, Path], run: str, host: str) -> dict:
     return yaml.safe_load((rendered[run] / host / "keys.yml").read_text())["mobile_nodes"]
 
