@@ -837,6 +837,22 @@ def test_recovered_binding_is_not_taken_by_an_unauthorized_key() -> None:
     assert ha.cache.get(HOA).nai == NAI
 
 
+def test_recovered_binding_is_taken_over_even_when_the_cache_is_full() -> None:
+    """Taking over a recovered binding adds no binding: the total cap must not refuse it
+    (spec 5: a refresh of an existing binding is never refused by a cap; spec 10)."""
+    ha = home_agent(max_bindings=1)
+    ha.cache.put(_recovered())
+    out = ha.receive(bu(1, now=T0 + 1), T0 + 1)
+    assert the_ba(out).status == 0, ha.counters.snapshot()
+    assert ha.cache.get(HOA).nai == NAI and not ha.cache.get(HOA).recovered
+    assert len(ha.cache) == 1
+
+
+def test_max_pending_dad_does_not_apply_without_dad() -> None:
+    ha = home_agent(dad=False, max_pending_dad=0)
+    assert _register_many(ha, 3) == [0, 0, 0]
+
+
 # --- 11. property: random traffic keeps the invariants -------------------------------------------
 
 MAX_BINDINGS, PER_NAI = 6, 3
