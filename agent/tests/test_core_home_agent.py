@@ -434,3 +434,19 @@ def test_fragmented_mobility_header_is_ignored() -> None:
     packet = wire.parse_packet(head + fragment + bytes(8))
     assert isinstance(packet.payload, bytes) and packet.protocol == 135
     assert agent().receive(packet, T0) == []
+
+
+def test_correspondent_binding_errors_are_rate_limited_and_never_to_multicast() -> None:
+    from mip6agent.core.correspondent import Correspondent
+
+    cn = Correspondent()
+    src, here = IPv6Address("2001:db8:2::7"), IPv6Address("2001:db8:4::9")
+    bu = wire.parse_packet(wire.build_packet(src, here, wire.BindingUpdate(1, 0x8000, 10)))
+    answered = [len(sent(cn.receive(bu, T0))) for _ in range(50)]
+    assert sum(answered) == 10  # a burst of 10 to one source, then nothing in the same instant
+    assert len(sent(cn.receive(bu, T0 + 0.15))) == 1  # 10 per second: one more 0.1 s later
+    spoofed = wire.parse_packet(
+        wire.build_packet(IPv6Address("ff02::1"), here, wire.BindingUpdate(1, 0x8000, 10))
+    )
+    assert sent(cn.receive(spoofed, T0 + 2)) == []
+    assert cn.counters["reply_suppressed"] == 1

@@ -7,17 +7,31 @@ Error status 2; a Home Address option with no binding behind it gets status 1.
 from __future__ import annotations
 
 from ..wire import Packet
+from ..wire.addresses import unicast_problem
 from ..wire.constants import IPPROTO_MH, BEStatus, MHType
 from .binding_error import binding_error
 from .counters import Counters
+from .ratelimit import ReplyLimiter
 
 # HoTI, CoTI and BU need route optimisation; a BE is never answered with a BE.
 _REFUSED = {MHType.HOTI, MHType.COTI, MHType.BU}
 
 
 class Correspondent:
-    def __init__(self) -> None:
+    """``limiter`` bounds the Binding Errors any sender can trigger (RFC 6275 9.3.3)."""
+
+    def __init__(self, limiter: ReplyLimiter | None = None) -> None:
         self.counters = Counters()
+        self.limiter = limiter if limiter is not None else ReplyLimiter(10, 200)
+
+    def _error(self, packet: Packet, status: int, now: float) -> list:
+        if unicast_problem(packet.src) is not None:
+            self.counters.add("reply_suppressed")
+            return []
+        if not self.limiter.allow(packet.src, now):
+            self.counters.add("reply_rate_limited")
+            return []
+        return [binding_error(packet, status, self.counters)]
 
     def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
         if packet.protocol == IPPROTO_MH:
@@ -29,11 +43,11 @@ class Correspondent:
             mh_type = packet.payload.MH_TYPE
             self.counters.received(mh_type)
             if mh_type in _REFUSED or mh_type > MHType.BE:
-                return [binding_error(packet, BEStatus.UNRECOGNIZED_MH_TYPE, self.counters)]
+                return self._error(packet, BEStatus.UNRECOGNIZED_MH_TYPE, now)
             return []
         if packet.home_address_option is not None:
             self.counters.add("hao_in")
-            return [binding_error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO, self.counters)]
+            return self._error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO, now)
         return []
 
     def handle_timer(self, now: float) -> list:
