@@ -7,7 +7,7 @@ APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd
 STAMP := $(VENV)/.installed
 
 .PHONY: test test-setup-venvs test-setup-lab test-lab-lane test-check-lane lint format unit \
-	test-long fuzz bench apt venv clean sanity ansible-lint lab-bootstrap lab-image lab-venv \
+	test-long fuzz bench soak apt venv clean sanity ansible-lint lab-bootstrap lab-image lab-venv \
 	lab-test molecule lab lab-down lab-shell vm-test
 
 # Two lanes at once: the Podman lab (its tests, then Molecule), which mostly waits on
@@ -64,6 +64,11 @@ fuzz: venv
 
 bench: venv
 	$(BIN)/python bench/wire.py
+
+# The home agent under mixed hostile and legitimate traffic for SOAK_SECONDS (default 1800),
+# as root on namespaces; prints JSON (docs/security.md). make test runs a 60 s version.
+soak: venv
+	$(BIN)/python bench/soak.py $${SOAK_SECONDS:-1800}
 
 # ansible-test wants the collection under ansible_collections/<ns>/<name>/ and, offline,
 # a cached pip bootstrap script (.ci/ansible-test-get-pip.py stands in for the download).
