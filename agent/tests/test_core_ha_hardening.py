@@ -971,7 +971,9 @@ class HomeAgentTraffic(RuleBasedStateMachine):
             assert cache.count_for(nai) == held
             assert held <= PER_NAI
         for binding in bindings:
-            assert binding.home_address in HOME_ADDRESSES
+            home = binding.home_address
+            assert home in PREFIX and home not in (HA, SUBNET_ROUTER)
+            assert int(home) & (2**64 - 1) < RESERVED_IID_FIRST
             assert usable_unicast(binding.care_of_address)
             assert binding.care_of_address not in PREFIX
 
