@@ -269,6 +269,13 @@ class KernelBackend:
         self._ha_reconciled(view)
         return report.build()
 
+    def ha_binding_links(self) -> dict[IPv6Address, tuple[IPv6Address, int]]:
+        """HoA -> (CoA, index of its home interface, 0 when unknown), in one read."""
+        view = self._ha_view()
+        bindings = self._view_bindings(view)
+        links = self._view_links(view, bindings)
+        return {hoa: (coa, links.get(hoa, 0)) for hoa, coa in bindings.items()}
+
     # --- reconciliation on one picture of the kernel ------------------------------------
 
     def _ha_view(self) -> HaView:

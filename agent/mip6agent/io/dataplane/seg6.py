@@ -67,8 +67,7 @@ class Seg6DataPlane(KernelBackend):
 
     def _bindings_index(self) -> dict[IPv6Address, tuple[IPv6Address, int]]:
         if self._bound is None:
-            links = self._ha_links()
-            self._bound = {h: (c, links.get(h, 0)) for h, c in self.ha_bindings().items()}
+            self._bound = self.ha_binding_links()
         return self._bound
 
     def ha_bind(

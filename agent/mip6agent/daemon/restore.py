@@ -1,0 +1,170 @@
+"""Start-up of a home agent from its saved binding cache and the kernel's state.
+
+The rule: kernel state is only ever removed on the word of a state file that loaded
+cleanly (or is missing: a first start). When the file is damaged, the rows that passed
+their checks are loaded, every binding the kernel still forwards for is rebuilt from the
+kernel (marked ``recovered``: its sequence number and NAI are unknown, so the next
+authorized Binding Update for it is accepted), and reconciliation adds what is missing
+but removes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from ipaddress import IPv6Address
+from typing import Any
+
+from ..core.binding_cache import Binding
+from ..core.home_agent import HomeAgent, HomeLink
+from ..io.dataplane import DataPlane
+from ..wire.constants import BU_FLAG_A, BU_FLAG_H
+from .persistence import BindingStore, LoadResult
+
+# A recovered binding lives at most this long (seconds) unless refreshed: long enough for
+# every mobile node to refresh (RFC 6275 lifetimes are minutes), short enough that a
+# binding nobody owns any more goes away on its own.
+RECOVERED_LIFETIME = 420.0
+MAX_PROBLEMS_LOGGED = 20
+
+RunInKernel = Callable[..., Awaitable[Any]]
+
+
+async def restore_home_agent(
+    core: HomeAgent,
+    store: BindingStore,
+    dataplane: DataPlane | None,
+    run_in_kernel: RunInKernel,
+    now: float,
+    log: logging.Logger,
+) -> dict[str, Any]:
+    """Load ``store`` into ``core`` and make the kernel match; returns a summary."""
+    result: LoadResult = await run_in_kernel(store.load)
+    damaged = result.status == "damaged"
+    if damaged:
+        shown = result.problems[:MAX_PROBLEMS_LOGGED]
+        more = len(result.problems) - len(shown)
+        log.error(
+            "state file %s is damaged, %d good binding(s) loaded, the rest is rebuilt from "
+            "the kernel and nothing is removed: %s%s",
+            result.path,
+            len(result.bindings),
+            "; ".join(shown),
+            f"; and {more} more" if more > 0 else "",
+        )
+    for action in core.restore({"bindings": result.bindings, "timestamps": result.timestamps}, now):
+        message = getattr(action, "message", None)
+        if message is not None:
+            log.log(logging.getLevelName(str(action.level).upper()), "%s", message)
+    loaded = len(core.cache)
+    expired = len(result.bindings) - loaded
+    recovered = 0
+    if damaged and dataplane is not None:
+        recovered = await _recover_from_kernel(core, dataplane, run_in_kernel, now, log)
+    reports = {}
+    if dataplane is not None:
+        for link in core.settings.links:
+            wanted = {
+                b.home_address: b.care_of_address
+                for b in core.cache
+                if b.interface == link.interface
+            }
+            report = await run_in_kernel(
+                dataplane.ha_reconcile, wanted, link.address, link.interface, not damaged
+            )
+            reports[link.interface] = report
+            log.info(
+                "reconciled bindings on %s: %d adopted, %d added, %d updated, %d removed",
+                link.interface,
+                len(report.adopted),
+                len(report.added),
+                len(report.updated),
+                len(report.removed),
+            )
+    if damaged:
+        # A fresh file with exactly what is known now; the damaged one is kept aside.
+        rows = [b.to_dict() for b in core.cache]
+        await run_in_kernel(store.replace_all, rows, core.replay.snapshot())
+    elif expired:
+        gone = [str(b["home_address"]) for b in result.bindings]
+        gone = [h for h in gone if IPv6Address(h) not in core.cache]
+        await run_in_kernel(store.write, [], gone, {})
+    summary: dict[str, Any] = {
+        "status": result.status,
+        "file": str(result.path) if result.path is not None else None,
+        "loaded": loaded,
+        "expired": expired,
+        "recovered": recovered,
+        "damaged_rows": len(result.damaged_keys),
+        "problems": result.problems[:MAX_PROBLEMS_LOGGED],
+        "removed": sum(len(r.removed) for r in reports.values()),
+    }
+    return summary
+
+
+async def _recover_from_kernel(
+    core: HomeAgent,
+    dataplane: DataPlane,
+    run_in_kernel: RunInKernel,
+    now: float,
+    log: logging.Logger,
+) -> int:
+    """A ``recovered`` binding for every HoA the kernel tunnels and no good row named."""
+    found = await _kernel_bindings(dataplane, run_in_kernel)
+    links = core.settings.links
+    indexes: dict[int, HomeLink] = {}
+    for link in links:
+        try:
+            indexes[await run_in_kernel(socket.if_nametoindex, link.interface)] = link
+        except OSError:
+            continue
+    lifetime = float(min(core.settings.max_binding_lifetime, RECOVERED_LIFETIME))
+    count = 0
+    for hoa, (coa, index) in sorted(found.items()):
+        if hoa in core.cache:
+            continue
+        link = indexes.get(index) or _link_for(hoa, links)
+        if link is None:
+            log.warning("kernel binding %s -> %s: no home link of ours, not recovered", hoa, coa)
+            continue
+        core.cache.put(
+            Binding(
+                home_address=hoa,
+                care_of_address=coa,
+                home_agent=link.address,
+                interface=link.interface,
+                sequence=0,
+                lifetime=lifetime,
+                expires=now + lifetime,
+                flags=BU_FLAG_H | BU_FLAG_A,
+                nai=None,
+                registered=now,
+                recovered=True,
+            )
+        )
+        count += 1
+    if count:
+        log.warning(
+            "%d binding(s) rebuilt from the kernel (recovered, %d s to live unless refreshed)",
+            count,
+            int(lifetime),
+        )
+    return count
+
+
+async def _kernel_bindings(
+    dataplane: DataPlane, run_in_kernel: RunInKernel
+) -> dict[IPv6Address, tuple[IPv6Address, int]]:
+    """HoA -> (CoA, home interface index or 0), from one read where the backend can."""
+    detail = getattr(dataplane, "ha_binding_links", None)
+    if detail is not None:
+        return dict(await run_in_kernel(detail))
+    bindings = await run_in_kernel(dataplane.ha_bindings)
+    return {hoa: (coa, 0) for hoa, coa in bindings.items()}
+
+
+def _link_for(hoa: IPv6Address, links: tuple[HomeLink, ...]) -> HomeLink | None:
+    if len(links) == 1:
+        return links[0]
+    return next((link for link in links if any(hoa in p for p in link.prefixes)), None)
