@@ -376,7 +376,11 @@ class HomeAgent:
         problem = self.settings.home_address_problem(home)
         if problem is not None:
             problem = f"home address {home} {problem}"
-        elif not request.at_home:
+        elif request.at_home:
+            # Back home the source is the home address itself, or any usable unicast one.
+            if unicast_problem(packet.src) is not None:
+                problem = f"source {packet.src} {unicast_problem(packet.src)}"
+        else:
             problem = self._care_of_problem(packet.src, "source")
             if problem is None and alternate is not None:
                 problem = self._care_of_problem(coa, "Alternate Care-of Address")
@@ -446,7 +450,7 @@ class HomeAgent:
         if bu.lifetime == 0 or request.at_home:
             return out + self._deregister(request, existing, now)
         if existing is None or recovered:
-            full = self._limit_problem(request)
+            full = self._limit_problem(request, replacing=recovered)
             if full is not None:
                 self.counters.add("binding_limit")
                 out.append(act.Log("warning", f"BU for {home}: {full}", "bu_limit"))
@@ -461,12 +465,15 @@ class HomeAgent:
             problem = "is the Home-Agents anycast address"
         return None if problem is None else f"{what} {address} {problem}"
 
-    def _limit_problem(self, request: _Request) -> str | None:
-        """Why a new home address cannot be taken on now (status 130), if it cannot."""
+    def _limit_problem(self, request: _Request, replacing: bool = False) -> str | None:
+        """Why a new home address cannot be taken on now (status 130), if it cannot.
+
+        ``replacing``: the BU takes over a recovered binding, which adds no binding.
+        """
         settings = self.settings
         if request.home_address in self._pending:
             return None  # a retransmission while DAD runs
-        if len(self.cache) + len(self._pending) >= settings.max_bindings:
+        if not replacing and len(self.cache) + len(self._pending) >= settings.max_bindings:
             return f"binding cache full ({settings.max_bindings} bindings)"
         if request.nai is not None:
             cap = settings.max_bindings_per_nai
