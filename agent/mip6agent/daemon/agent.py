@@ -45,7 +45,8 @@ from ..wire import parse_packet
 from . import kernel
 from .logthrottle import LogThrottle
 from .movement import InterfaceState, MovementWatcher
-from .persistence import StateStore
+from .persistence import BindingStore, StateStore
+from .restore import BindingJournal, restore_home_agent
 from .settings import (
     SettingsError,
     describe_key_changes,
@@ -83,7 +84,11 @@ class Agent:
         self.config = config
         self.config_path = config_path
         self.started = time.time()
-        self.store = StateStore(config.state_dir)
+        self.store = StateStore(config.state_dir)  # the mobile node's binding update list
+        # The home agent's binding cache: a row per binding, written as bindings change.
+        self.binding_store = BindingStore(config.state_dir)
+        self._journal = BindingJournal()
+        self.restored: dict[str, Any] | None = None  # what the last start-up restore found
         self.core: HomeAgent | MobileNode | Correspondent | None = None
         self.dataplane: DataPlane | None = None
         self.transport: SignalingTransport | None = None
@@ -211,21 +216,34 @@ class Agent:
         table = TABLES.get(self.config.role)
         if table is None or self.core is None:
             return
-        state = self.store.load(table) or {}
         now = time.time()
-        self.core.restore(state, now)  # type: ignore[union-attr]
-        if isinstance(self.core, HomeAgent) and self.dataplane is not None:
-            for link in self.core.settings.links:
-                wanted = {
-                    b.home_address: b.care_of_address
-                    for b in self.core.cache
-                    if b.interface == link.interface
-                }
-                report = await self.kernel(
-                    self.dataplane.ha_reconcile, wanted, link.address, link.interface
-                )
-                log.info("reconciled bindings on %s: %s", link.interface, report)
-        elif isinstance(self.core, MobileNode) and self.dataplane is not None:
+        if isinstance(self.core, HomeAgent):
+            # Kernel state is removed only on the word of a file that loaded cleanly.
+            self.restored = await restore_home_agent(
+                self.core, self.binding_store, self.dataplane, self.kernel, now, log
+            )
+            self._journal.saved(self.core)
+            log.info(
+                "binding cache %s: %d loaded, %d recovered from the kernel, %d damaged rows",
+                self.restored["status"],
+                self.restored["loaded"],
+                self.restored["recovered"],
+                self.restored["damaged_rows"],
+            )
+            return
+        found = self.store.load_checked(table)
+        if found.status == "damaged":
+            log.error(
+                "state file %s is damaged, starting without it and leaving the kernel's "
+                "tunnels as they are: %s",
+                found.path,
+                "; ".join(found.problems),
+            )
+        self.restored = {"status": found.status, "problems": found.problems}
+        self.core.restore(found.state or {}, now)  # type: ignore[union-attr]
+        if found.status == "damaged":
+            return
+        if isinstance(self.core, MobileNode) and self.dataplane is not None:
             # One call with every home address: a call per address would detach the others.
             wanted = {
                 e.home_address: (e.tunnel[0], e.home_agent)
@@ -267,6 +285,7 @@ class Agent:
             self._consumer.cancel()
         await self._save()
         self._saver.shutdown(wait=True)
+        self.binding_store.close()
         if self.control is not None:
             await self.control.close()
         if self.transport is not None:
@@ -433,6 +452,8 @@ class Agent:
                 log.log(level, "%s", action.message, extra=extra)
         elif isinstance(action, act.StateChanged):
             self._dirty.add(action.table)
+            if isinstance(self.core, HomeAgent):
+                self._journal.touch(getattr(action, "key", None))
             if action.urgent:
                 await self._save()
             elif self._save_timer is None:
@@ -507,6 +528,20 @@ class Agent:
         if self.core is None or not self._dirty:
             return
         tables, self._dirty = self._dirty, set()
+        if isinstance(self.core, HomeAgent):
+            # Only the rows of the bindings that changed, in one SQLite transaction.
+            tables.discard(TABLES["ha"])
+            if self._journal:
+                method, args = self._journal.pending(self.core)
+                if method == "replace_all" or any(args):
+                    try:
+                        write = getattr(self.binding_store, method)
+                        await self._loop.run_in_executor(self._saver, write, *args)
+                    except Exception:
+                        self._journal.failed()  # the next save rewrites the store whole
+                        raise
+        if not tables:
+            return
         snapshot = self.core.snapshot()
         for table in tables:
             await self._loop.run_in_executor(self._saver, self.store.save, table, snapshot)

@@ -115,8 +115,9 @@ class BindingStore:
             "CREATE TABLE IF NOT EXISTS bindings ("
             "home_address TEXT PRIMARY KEY, data TEXT NOT NULL, checksum TEXT NOT NULL)"
         )
+        # 64-bit NTP timestamps overflow SQLite's signed INTEGER: kept as decimal text.
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS timestamps (nai TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS timestamps (nai TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('format_version', ?)",
@@ -206,8 +207,8 @@ class BindingStore:
                 bindings.append(problem)
         timestamps: dict[str, int] = {}
         for nai, value in conn.execute("SELECT nai, value FROM timestamps"):
-            if isinstance(nai, str) and isinstance(value, int) and value >= 0:
-                timestamps[nai] = value
+            if isinstance(nai, str) and isinstance(value, str) and value.isdigit():
+                timestamps[nai] = int(value)
             else:
                 problems.append(f"timestamp of {nai!r}: not a non-negative integer")
         if problems:
@@ -293,7 +294,7 @@ class BindingStore:
         if timestamps:
             conn.executemany(
                 "INSERT OR REPLACE INTO timestamps (nai, value) VALUES (?, ?)",
-                list(timestamps.items()),
+                [(nai, str(int(value))) for nai, value in timestamps.items()],
             )
 
     def close(self) -> None:

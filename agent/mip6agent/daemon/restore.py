@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from ipaddress import IPv6Address
 from typing import Any
 
@@ -168,3 +169,85 @@ def _link_for(hoa: IPv6Address, links: tuple[HomeLink, ...]) -> HomeLink | None:
     if len(links) == 1:
         return links[0]
     return next((link for link in links if any(hoa in p for p in link.prefixes)), None)
+
+
+_FIELDS = tuple(f.name for f in fields(Binding) if f.name != "home_address")
+_NAI = _FIELDS.index("nai")
+
+
+def _identity(binding: Binding) -> tuple:
+    return tuple(getattr(binding, name) for name in _FIELDS)
+
+
+class BindingJournal:
+    """Which rows of the binding store are out of date, and what to write for them.
+
+    ``touch(key)`` after a StateChanged for one home address (None: anything may have
+    changed); ``changes(core)`` then gives ``BindingStore.write``'s arguments. What was
+    last written is remembered as a tuple of each binding's fields (the objects are the
+    binding's own), so "everything" writes only the rows that differ.
+    """
+
+    def __init__(self) -> None:
+        self._dirty: set[IPv6Address] = set()
+        self._everything = False
+        self._saved: dict[IPv6Address, tuple] = {}
+        self._rewrite = False
+
+    def __bool__(self) -> bool:
+        return self._everything or bool(self._dirty) or self._rewrite
+
+    def failed(self) -> None:
+        """A write did not happen: what the store holds is unknown, rewrite it whole."""
+        self._rewrite = True
+
+    def pending(self, core: HomeAgent) -> tuple[str, tuple]:
+        """``("write", (changed, removed, stamps))`` or, after a failure,
+        ``("replace_all", (rows, stamps))``: the BindingStore call to make."""
+        if self._rewrite:
+            self._rewrite, self._everything, self._dirty = False, False, set()
+            self.saved(core)
+            return "replace_all", ([b.to_dict() for b in core.cache], core.replay.snapshot())
+        return "write", self.changes(core)
+
+    def saved(self, core: HomeAgent) -> None:
+        """The store now holds exactly ``core``'s cache (after a restore)."""
+        self._saved = {b.home_address: _identity(b) for b in core.cache}
+
+    def touch(self, key: IPv6Address | None) -> None:
+        if key is None:
+            self._everything = True
+        else:
+            self._dirty.add(key)
+
+    def changes(self, core: HomeAgent) -> tuple[list[dict], list[str], dict[str, int]]:
+        homes, everything = self._dirty, self._everything
+        self._dirty, self._everything = set(), False
+        if everything:
+            homes = set(self._saved) | {b.home_address for b in core.cache}
+        last = getattr(core.replay, "_last", None)
+        if not isinstance(last, dict):
+            last = core.replay.snapshot()
+        changed: list[dict] = []
+        removed: list[str] = []
+        stamps: dict[str, int] = {}
+        for hoa in homes:
+            binding = core.cache.get(hoa)
+            if binding is None:
+                old = self._saved.pop(hoa, None)
+                if old is None and everything:
+                    continue
+                removed.append(str(hoa))
+                nai = old[_NAI] if old is not None else None
+            else:
+                identity = _identity(binding)
+                if everything and self._saved.get(hoa) == identity:
+                    continue
+                self._saved[hoa] = identity
+                changed.append(binding.to_dict())
+                nai = binding.nai
+            if nai is not None and nai in last:
+                stamps[nai] = last[nai]
+        if everything:
+            stamps.update(last)
+        return changed, removed, stamps
