@@ -240,3 +240,38 @@ def test_reload_applies_keys_at_once_and_says_what_changed(tmp_path: Path) -> No
         line = next(x for x in shown.stdout.splitlines() if "last_reload.keys_removed" in x)
         assert "mn1@example.net" in line
         assert "configuration reloaded (generation 2): keys added 1" in ha.log.read_text()
+
+
+def _known_senders(topo: Topology) -> set[str]:
+    out = topo.run("ha", "nft", "-j", "list", "set", "inet", "mip6agent", "known_senders")
+    found: set[str] = set()
+    for item in json.loads(out.stdout)["nftables"]:
+        if "set" in item:
+            found.update(e for e in item["set"].get("elem", []) if isinstance(e, str))
+    return found
+
+
+def test_kernel_admission_follows_the_bindings(tmp_path: Path) -> None:
+    """The home agent's nftables set of known senders holds exactly its bindings' CoAs, and
+    their Binding Updates are counted as admitted; deregistration takes the CoA out."""
+    config = ha_config(tmp_path / "ha", dad=False, unknown_sender_rate=50)
+    with (
+        Topology(mn_link="foreign1") as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", config) as ha,
+        AgentProcess(
+            topo.ns["mn"], tmp_path / "mn", mn_config(tmp_path / "mn", home_registration_lifetime=8)
+        ) as mn,
+    ):
+        wait_until(lambda: binding_coa(ha) == str(topo.coa), what="registration")
+        wait_until(lambda: _known_senders(topo) == {str(topo.coa)}, what="the CoA in the set")
+        chain = topo.run("ha", "nft", "list", "chain", "inet", "mip6agent", "input").stdout
+        assert "limit rate over 50/second" in chain
+        # A refresh (lifetime 8 s: the MN refreshes within it) passes as a known sender.
+        wait_until(
+            lambda: ha.call("counters").get("admission.admitted_known", 0) >= 1,
+            deadline=20,
+            what="a refresh admitted as known",
+        )
+        mn.call("clear-bul")  # deregisters
+        wait_until(lambda: binding_coa(ha) is None, what="deregistration")
+        wait_until(lambda: _known_senders(topo) == set(), what="the CoA out of the set")

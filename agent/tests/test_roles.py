@@ -683,6 +683,7 @@ def test_rendered_values_follow_the_variables(rendered: dict[str, Path]) -> None
         "max_home_agents": 32,
         "error_rate_per_destination": 10,
         "error_rate_total": 200,
+        "unknown_sender_rate": 20000,
     }
     assert "mobile_node" not in ha1
     assert ha1["authentication"] == "required" and ha1["dataplane"] == "auto"
@@ -1247,7 +1248,7 @@ def test_role_variables_map_one_to_one_onto_the_agent_schema() -> None:
                 expected = None if default == "null" else json.loads(default.strip("`"))
                 assert option.get("default") == expected, (role, variable, expected)
         seen.add(variable)
-    assert len(seen) == 7 + 16 + 13 + 2
+    assert len(seen) == 7 + 17 + 13 + 2
 
 
 def test_docs_list_every_variable() -> None:

@@ -226,6 +226,16 @@ HOME_AGENT = Section(
             compat="—",
         ),
         Field(
+            "unknown_sender_rate",
+            Int(0, 10_000_000),
+            20_000,
+            doc="Mobility Headers per second the kernel lets through from senders that are not "
+            "the care-of address of a current binding (an nftables limit in front of the "
+            "agent's sockets); known mobile nodes always pass, so a flood beyond what the agent "
+            "can read cannot crowd out their refreshes. 0: no limit.",
+            compat="—",
+        ),
+        Field(
             "error_rate_total",
             Int(0, 1_000_000),
             200,

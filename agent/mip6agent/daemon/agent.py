@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ TABLES = {"ha": "binding_cache", "mn": "binding_update_list"}
 ROLE_NAMES = {"ha": "home agent", "mn": "mobile node", "cn": "correspondent node"}
 ONE_ROLE = "the home agent and mobile node functions cannot be active on one host"
 SAVE_DELAY = 1.0  # seconds a lifetime-only change may wait before it is written
+KNOWN_SENDERS_DELAY = 0.2  # seconds binding changes are gathered into one nft batch
 SHUTDOWN_GRACE = 5.0  # seconds the actions already queued get to finish at SIGTERM
 INPUT_BATCH = 256  # received packets handled per turn of the event loop
 OTHER_BATCH = 32  # of which from unknown senders: the sockets are read again in between
@@ -110,6 +112,8 @@ class Agent:
         self._draining = False
         self.agent_counters: collections.Counter[str] = collections.Counter()
         self.config_generation = 1
+        self._known: set[str] = set()  # care-of addresses in the kernel's known-senders set
+        self._known_timer: asyncio.TimerHandle | None = None
         self.throttle: LogThrottle | None = None  # set by the CLI when it installs one
         self.last_reload: dict[str, object] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -135,7 +139,7 @@ class Agent:
                 log.info("data plane: %s", self.dataplane.name)
             self.core = await self._build_core()
             self.transport = SignalingTransport().open()
-            await self.kernel(nft.install)
+            await self.kernel(partial(nft.install, admission_rate=self._admission_rate()))
         except (BackendUnavailableError, SettingsError, TransportError, nft.NftError) as exc:
             await self.close()
             raise AgentError(str(exc)) from None
@@ -143,6 +147,7 @@ class Agent:
             await self.close()
             raise AgentError(f"data plane: {exc}") from None
         await self._restore()
+        self._known_senders_changed()
         self.transport.gate = self._gate
         self.transport.attach(self._loop, self._received)
         self.control = ControlServer(str(self.config.control_socket), self.handle_command)
@@ -188,6 +193,36 @@ class Agent:
                     config.keys_file,
                 )
         return problems
+
+    def _admission_rate(self) -> int | None:
+        ha = self.config.home_agent
+        return ha.unknown_sender_rate if self.config.role == "ha" and ha is not None else None
+
+    def _known_senders_changed(self) -> None:
+        """Bindings changed: bring the kernel's known-senders set up to date soon."""
+        if self._admission_rate() and self._known_timer is None:
+            self._known_timer = self._loop.call_later(
+                KNOWN_SENDERS_DELAY, lambda: asyncio.ensure_future(self._sync_known_senders())
+            )
+
+    async def _sync_known_senders(self) -> None:
+        """One nft batch with the care-of addresses that came and went since the last one."""
+        self._known_timer = None
+        if not isinstance(self.core, HomeAgent):
+            return
+        wanted = {str(b.care_of_address) for b in self.core.cache}
+        add, remove = sorted(wanted - self._known), sorted(self._known - wanted)
+        if not add and not remove:
+            return
+        try:
+            await self.kernel(nft.set_known_senders, add, remove)
+        except nft.NftError as exc:
+            self.agent_counters["known_senders_failed"] += 1
+            log.error("known senders not updated: %s", exc, extra={"mip6_kind": "nft"})
+            self._known = await self.kernel(nft.known_senders)
+            self._known_senders_changed()  # try again
+            return
+        self._known = wanted
 
     async def _build_core(self) -> HomeAgent | MobileNode | Correspondent:
         if self.config.role == "ha":
@@ -270,6 +305,8 @@ class Agent:
         """Stop. Kernel routes stay: registered mobile nodes keep their forwarding."""
         if self._timer is not None:
             self._timer.cancel()
+        if self._known_timer is not None:
+            self._known_timer.cancel()
         if self.watcher is not None:
             await self._loop.run_in_executor(None, self.watcher.close)
         if getattr(self, "_consumer", None) is not None:
@@ -496,9 +533,11 @@ class Agent:
                 action.home_agent,
                 action.interface,
             )
+            self._known_senders_changed()
         elif isinstance(action, act.RemoveBinding):
             assert dataplane is not None
             await self.kernel(dataplane.ha_unbind, action.home_address)
+            self._known_senders_changed()
         elif isinstance(action, act.AttachTunnel):
             assert dataplane is not None
             await self.kernel(kernel.remove_from_links, action.home_address)
@@ -582,7 +621,16 @@ class Agent:
                 self.feed(self.core.reconfigure(settings, now))
         except SettingsError as exc:
             raise ControlError(str(exc)) from None
+        old_rate = self._admission_rate()
         self.config = config
+        if self._admission_rate() != old_rate:
+            # The table is made anew, with an empty set: fill it again.
+            try:
+                await self.kernel(partial(nft.install, admission_rate=self._admission_rate()))
+            except nft.NftError as exc:
+                log.error("admission limit not changed: %s", exc)
+            self._known = set()
+            self._known_senders_changed()
         self.config_generation += 1
         self.last_reload = {"time": round(now, 3), "generation": self.config_generation, **changes}
         logging.getLogger().setLevel(config.effective_log_level.upper())
@@ -806,9 +854,12 @@ class Agent:
             )
         with contextlib.suppress(nft.NftError):
             for name, value in (await self.kernel(nft.counters)).items():
-                key = (
-                    "tunnelled_in" if name == nft.TUNNELLED_IN else f"param_problem_dropped.{name}"
-                )
+                if name == nft.TUNNELLED_IN:
+                    key = "tunnelled_in"
+                elif name in (nft.ADMITTED, nft.UNKNOWN_DROPPED):
+                    key = f"admission.{name}"
+                else:
+                    key = f"param_problem_dropped.{name}"
                 counters[key] = value
         return counters
 

@@ -28,6 +28,7 @@ from ..wire.constants import (
     DSTOPT_HOME_ADDRESS,
     IPPROTO_DSTOPTS,
     IPPROTO_IPV6,
+    IPPROTO_MH,
     IPPROTO_ROUTING,
     ROUTING_TYPE_2,
 )
@@ -37,6 +38,13 @@ TABLE = "mip6agent"
 CHAIN = "output"
 TUNNEL_CHAIN = "prerouting"
 TUNNELLED_IN = "tunnelled_in"
+# Home agent admission: Mobility Headers from the care-of addresses of current bindings pass;
+# from anyone else at most a set rate, so that a flood beyond what the agent can read is
+# dropped here, not at random in the socket queue in front of known mobile nodes' refreshes.
+ADMISSION_CHAIN = "input"
+KNOWN_SET = "known_senders"
+ADMITTED = "admitted_known"
+UNKNOWN_DROPPED = "unknown_over_rate"
 _ICMPV6_ERROR_HEADER = 8  # type, code, checksum, pointer: the invoking packet follows
 _NEXT_HEADER_OFFSET = 6  # in the quoted IPv6 header
 _TIMEOUT = 10.0
@@ -101,10 +109,61 @@ def _rule(table: str, error: SuppressedError) -> dict[str, Any]:
     }
 
 
+def _admission(table: str, chain: dict[str, Any], rate: int) -> list[dict[str, Any]]:
+    """The input chain: MH from a known sender is accepted, from others limited to ``rate``.
+
+    ``meta l4proto`` is the transport protocol after the extension headers, so a Binding
+    Update behind a Destination Options header (the Home Address option) matches too.
+    """
+    mh = {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": IPPROTO_MH}}
+    known = {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+            "right": f"@{KNOWN_SET}",
+        }
+    }
+    over = {"limit": {"rate": rate, "per": "second", "burst": rate, "inv": True}}
+    base = {"family": FAMILY, "table": table, "chain": ADMISSION_CHAIN}
+    return [
+        {
+            "add": {
+                "set": {"family": FAMILY, "table": table, "name": KNOWN_SET, "type": "ipv6_addr"}
+            }
+        },
+        # Before the filter hooks (prio 0): the admission must not depend on other tables.
+        {"add": {"chain": {**chain, "name": ADMISSION_CHAIN, "hook": "input", "prio": -150}}},
+        {
+            "add": {
+                "rule": {
+                    **base,
+                    "comment": ADMITTED,
+                    "expr": [mh, known, {"counter": None}, {"accept": None}],
+                }
+            }
+        },
+        {
+            "add": {
+                "rule": {
+                    **base,
+                    "comment": UNKNOWN_DROPPED,
+                    "expr": [mh, over, {"counter": None}, {"drop": None}],
+                }
+            }
+        },
+    ]
+
+
 def ruleset(
-    table: str = TABLE, suppressed: tuple[SuppressedError, ...] = DEFAULT_SUPPRESSED
+    table: str = TABLE,
+    suppressed: tuple[SuppressedError, ...] = DEFAULT_SUPPRESSED,
+    admission_rate: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON batch that (re)creates the table atomically: add, delete, add again."""
+    """The JSON batch that (re)creates the table atomically: add, delete, add again.
+
+    ``admission_rate``: a home agent's limit on Mobility Headers per second from senders
+    that are not in the known-senders set (None or 0: no admission chain).
+    """
     ref = {"family": FAMILY, "name": table}
     chain = {
         "family": FAMILY,
@@ -148,7 +207,33 @@ def ruleset(
             }
         }
     )
+    if admission_rate:
+        commands += _admission(table, chain, admission_rate)
     return {"nftables": commands}
+
+
+def set_known_senders(
+    add: list[str], remove: list[str], table: str = TABLE, *, nft: str | None = None
+) -> None:
+    """Change the known-senders set in one batch (an element removed must be in it)."""
+    commands: list[dict[str, Any]] = []
+    ref = {"family": FAMILY, "table": table, "name": KNOWN_SET}
+    if remove:
+        commands.append({"delete": {"element": {**ref, "elem": remove}}})
+    if add:
+        commands.append({"add": {"element": {**ref, "elem": add}}})
+    if commands:
+        _run(["-f", "-"], {"nftables": commands}, nft)
+
+
+def known_senders(table: str = TABLE, *, nft: str | None = None) -> set[str]:
+    """The addresses in the known-senders set now."""
+    out: set[str] = set()
+    for item in _list(nft, "set", FAMILY, table, KNOWN_SET):
+        found = item.get("set")
+        if found:
+            out.update(str(e) for e in found.get("elem", []) if isinstance(e, str))
+    return out
 
 
 def _binary(nft: str | None) -> str:
@@ -181,9 +266,10 @@ def install(
     suppressed: tuple[SuppressedError, ...] = DEFAULT_SUPPRESSED,
     *,
     nft: str | None = None,
+    admission_rate: int | None = None,
 ) -> None:
     """Create (or replace) the table; running it twice leaves one table with one rule set."""
-    _run(["-f", "-"], ruleset(table, suppressed), nft)
+    _run(["-f", "-"], ruleset(table, suppressed, admission_rate), nft)
 
 
 def remove(table: str = TABLE, *, nft: str | None = None) -> None:
