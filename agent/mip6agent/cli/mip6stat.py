@@ -60,10 +60,14 @@ def _title(name: str) -> str:
 
 
 def _status_rows(status: dict) -> dict:
-    """The status reply with the last reload flattened into ``last_reload.<field>`` keys."""
-    rows = {k: v for k, v in status.items() if k not in ("lists", "last_reload")}
-    for key, value in (status.get("last_reload") or {}).items():
-        rows[f"last_reload.{key}"] = ", ".join(value) if isinstance(value, list) else value
+    """The status reply with the last reload and the start-up restore flattened into
+    ``last_reload.<field>`` and ``restored.<field>`` keys."""
+    nested = ("lists", "last_reload", "restored")
+    rows = {k: v for k, v in status.items() if k not in nested}
+    for group in nested[1:]:
+        for key, value in (status.get(group) or {}).items():
+            shown = "; ".join(map(str, value)) if isinstance(value, list) else value
+            rows[f"{group}.{key}"] = shown
     return rows
 
 

@@ -235,7 +235,7 @@ class HomeAgent:
             self.counters.add("binding_expired")
             out.append(act.RemoveBinding(binding.home_address))
             out.append(act.Log("info", f"binding for {binding.home_address} expired"))
-            out.append(act.StateChanged("binding_cache"))
+            out.append(act.StateChanged("binding_cache", key=binding.home_address))
         self.home_agents.expire(now)
         return out
 
@@ -535,7 +535,9 @@ class HomeAgent:
             out.append(
                 act.Log("info", f"{binding.home_address} moved to {binding.care_of_address}")
             )
-        out.append(act.StateChanged("binding_cache", urgent=moved))
+        # A recovered binding that becomes a normal one is written at once too.
+        urgent = moved or (existing is not None and existing.recovered)
+        out.append(act.StateChanged("binding_cache", urgent=urgent, key=binding.home_address))
         return out
 
     def _deregister(self, request: _Request, existing: Binding | None, now: float) -> list:
@@ -544,7 +546,7 @@ class HomeAgent:
         self.cache.remove(request.home_address)
         out = [
             act.RemoveBinding(request.home_address),
-            act.StateChanged("binding_cache"),
+            act.StateChanged("binding_cache", key=request.home_address),
             act.Log("info", f"deregistered {request.home_address}"),
         ]
         return out + self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=0)

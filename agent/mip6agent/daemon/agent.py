@@ -681,6 +681,7 @@ class Agent:
             "keys": len(self.config.keys) if self.config.keys is not None else 0,
             "tasks": len(asyncio.all_tasks()),
             "input_queued": len(self._urgent_input) + len(self._other_input),
+            "restored": self.restored,
         }
 
     async def _cmd_capabilities(self) -> dict:
