@@ -242,6 +242,9 @@ def test_reload_applies_keys_at_once_and_says_what_changed(tmp_path: Path) -> No
         assert "configuration reloaded (generation 2): keys added 1" in ha.log.read_text()
 
 
+NETNS_EXEC = ("ip", "netns", "exec")
+
+
 def _known_senders(topo: Topology) -> set[str]:
     out = topo.run("ha", "nft", "-j", "list", "set", "inet", "mip6agent", "known_senders")
     found: set[str] = set()
@@ -275,3 +278,41 @@ def test_kernel_admission_follows_the_bindings(tmp_path: Path) -> None:
         mn.call("clear-bul")  # deregisters
         wait_until(lambda: binding_coa(ha) is None, what="deregistration")
         wait_until(lambda: _known_senders(topo) == set(), what="the CoA out of the set")
+
+
+@pytest.mark.parametrize("defect", ["missing_interface", "control_socket"])
+def test_start_up_failure_is_refused_before_the_kernel_is_touched(
+    tmp_path: Path, defect: str
+) -> None:
+    """A live binding of another agent (other state_dir) on the home link survives an agent
+    that cannot start: it exits 1 with a message, no traceback, nothing reconciled."""
+    with Topology(mn_link="foreign1") as topo:
+        with (
+            AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)),
+            AgentProcess(topo.ns["mn"], tmp_path / "mn", mn_config(tmp_path / "mn")) as mn,
+        ):
+            wait_until(lambda: bul_state(mn) == "registered", what="registration")
+        before = topo.ip("ha", "-6", "route", "show", "table", "all")
+        assert str(HOA) in before
+        config = ha_config(tmp_path / "other", dad=False)
+        config["state_dir"] = str(tmp_path / "other" / "state")  # an empty cache
+        if defect == "missing_interface":
+            config["home_agent"]["interfaces"] = ["eth0", "nope0"]
+            expected = "interface nope0 does not exist"
+        else:
+            blocker = tmp_path / "not-a-directory"
+            blocker.write_text("")
+            config["control_socket"] = str(blocker / "agent.sock")
+            expected = "control_socket directory"
+        path = tmp_path / "other.yml"
+        path.write_text(yaml.safe_dump(config))
+        agent = (sys.executable, "-m", "mip6agent.cli.mip6agent", "--config", str(path))
+        result = subprocess.run(
+            [*NETNS_EXEC, topo.ns["ha"], *agent],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert topo.ip("ha", "-6", "route", "show", "table", "all") == before
