@@ -72,6 +72,15 @@ class PrepareCareOf:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaveHomeLink:
+    """MN about to register from a foreign link: take the home address off the physical
+    interfaces first. Left there after a visit home, its on-link prefix route would send
+    the Binding Update to the home agent out of the foreign link, where nobody answers."""
+
+    home_address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
 class DetachTunnel:
     """MN: remove the tunnel; back home, also put the home address on the home link."""
 
@@ -142,6 +151,7 @@ Action = (
     | StopDAD
     | AttachTunnel
     | PrepareCareOf
+    | LeaveHomeLink
     | DetachTunnel
     | SendRouterSolicitation
     | LeaveOldLinks

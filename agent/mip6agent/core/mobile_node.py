@@ -40,7 +40,9 @@ MAX_BINDACK_TIMEOUT = 32.0
 DHAAD_RETRIES = 4
 INITIAL_DHAAD_TIMEOUT = 3.0
 REFRESH_FRACTION = 0.8  # refresh when this much of the granted lifetime has passed
-LOST_ROUTER_FACTOR = 3  # missed advertisement intervals before we solicit
+LOST_ROUTER_FACTOR = 3  # missed advertisement intervals before the link counts as lost
+# eager_movement_detection 1: one missed advertisement (with some slack) is a possible move.
+EAGER_LOST_ROUTER_FACTOR = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,20 @@ class MobileNodeSettings:
     initial_timeout: float = INITIAL_BINDACK_TIMEOUT
     max_timeout: float = MAX_BINDACK_TIMEOUT
     foreign_addresses: tuple[IPv6Address, ...] = ()
+    # 0: a router of another link is a candidate until the current link's routers are lost;
+    # 1: lost after one missed advertisement; 2: switch to the other link's router at once.
+    eager_movement_detection: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A router heard on an interface whose prefixes are not those of the current link."""
+
+    router: IPv6Address
+    prefixes: tuple[IPv6Network, ...]
+    default: bool  # advertised a router lifetime: it may be the default router
+    heard: float
+    interval: float | None  # its Advertisement Interval option, seconds
 
 
 @dataclass(slots=True)
@@ -121,6 +137,9 @@ class MobileNode:
         # _fresh had a link change since, and its next RA says where it now is.
         self._link_prefixes: dict[str, tuple[IPv6Network, ...]] = {}
         self._fresh: set[str] = set()
+        # RFC 6275 11.5.1 without link events: routers of another link heard meanwhile.
+        self._candidates: dict[str, _Candidate] = {}
+        self._link_routers: dict[str, set[IPv6Address]] = {}  # routers of the current link
         self._next_dhaad_id = initial_sequence
         self.enabled = True
 
@@ -219,6 +238,9 @@ class MobileNode:
         if entry.tunnel is not None and coa is not None and interface is not None:
             # A handover: be ready for the HA's packets at the new CoA before it sends them.
             out.append(act.PrepareCareOf(coa, entry.home_agent, interface))
+        elif entry.tunnel is None:
+            # Away for the first time since start or since a visit home.
+            out.append(act.LeaveHomeLink(entry.home_address))
         return out + self._send_bu(entry, now, self.settings.lifetime)
 
     def _send_bu(self, entry: BULEntry, now: float, lifetime: float) -> list:
@@ -425,9 +447,12 @@ class MobileNode:
         if interface is None:
             return []
         self.home_agents.update_from_ra(ra, packet.src, interface, now)
-        interval = ra.option(AdvertisementInterval)
-        if isinstance(interval, AdvertisementInterval) and interval.interval:
-            self._ra_deadline[interface] = now + LOST_ROUTER_FACTOR * interval.interval / 1000
+        option = ra.option(AdvertisementInterval)
+        interval = (
+            option.interval / 1000
+            if isinstance(option, AdvertisementInterval) and option.interval
+            else None
+        )
         for entry in self.entries.values():
             if entry.home_agent is None and ra.home_agent:
                 agents = self.home_agents.preferred(entry.prefix)
@@ -438,31 +463,90 @@ class MobileNode:
             for o in ra.options
             if isinstance(o, PrefixInformation) and o.valid_lifetime and (o.on_link or o.autonomous)
         )
-        if interface not in self.settings.interfaces or not prefixes:
+        if interface not in self.settings.interfaces:
             return []
         known = self._link_prefixes.get(interface)
-        if interface in self._fresh:
-            # The first RA since a link change says which link we are on now.
-            self._fresh.discard(interface)
-            self._link_prefixes[interface] = prefixes
-            router = packet.src if ra.router_lifetime else None
-            return [act.LeaveOldLinks(interface, router, prefixes), *self._evaluate(now)]
-        if known is None or not set(prefixes) <= set(known):
-            # Another router on the same link: its prefixes are this link's too.
-            self._link_prefixes[interface] = tuple(dict.fromkeys((*(known or ()), *prefixes)))
-            return self._evaluate(now)
+        routers = self._link_routers.setdefault(interface, set())
+        if not prefixes:
+            # Which link it serves cannot be told; a router of the current link keeps it alive.
+            if known is None or packet.src in routers:
+                routers.add(packet.src)
+                self._keep_alive(interface, interval, now)
+            return []
+        router = packet.src if ra.router_lifetime else None
+        if interface in self._fresh or known is None:
+            # The first RA since a link change (or ever) says which link we are on now.
+            return self._switch(interface, router, prefixes, interval, now)
+        if set(prefixes) & set(known):
+            # A router of the current link: the link is alive; its prefixes are the link's.
+            routers.add(packet.src)
+            self._candidates.pop(interface, None)
+            self._keep_alive(interface, interval, now)
+            if not set(prefixes) <= set(known):
+                self._link_prefixes[interface] = tuple(dict.fromkeys((*known, *prefixes)))
+                return self._evaluate(now)
+            return []
+        # A router of another link on the same interface, with no link event: we may have
+        # moved (a roamed Wi-Fi, a VLAN change). Confirmed when the current link's routers
+        # go silent, or at once with eager movement detection 2.
+        self.counters.add("movement_candidate")
+        candidate = _Candidate(packet.src, prefixes, router is not None, now, interval)
+        self._candidates[interface] = candidate
+        if self.settings.eager_movement_detection >= 2:
+            return self._switch(interface, router, prefixes, interval, now)
         return []
+
+    def _keep_alive(self, interface: str, interval: float | None, now: float) -> None:
+        if interval is None:
+            return
+        eager = self.settings.eager_movement_detection >= 1
+        factor = EAGER_LOST_ROUTER_FACTOR if eager else LOST_ROUTER_FACTOR
+        self._ra_deadline[interface] = now + factor * interval
+
+    def _switch(
+        self,
+        interface: str,
+        router: IPv6Address | None,
+        prefixes: tuple[IPv6Network, ...],
+        interval: float | None,
+        now: float,
+    ) -> list:
+        """We are on the link of ``prefixes`` now: leave the old one and re-evaluate."""
+        moved = interface not in self._fresh and interface in self._link_prefixes
+        self._fresh.discard(interface)
+        self._candidates.pop(interface, None)
+        self._link_prefixes[interface] = prefixes
+        self._link_routers[interface] = {router} if router is not None else set()
+        self._ra_deadline.pop(interface, None)
+        self._keep_alive(interface, interval, now)
+        out: list = []
+        if moved:
+            self.counters.add("moved_without_link_event")
+            shown = ", ".join(map(str, prefixes))
+            out.append(act.Log("info", f"{interface}: on another link ({shown}), no link event"))
+        return [*out, act.LeaveOldLinks(interface, router, prefixes), *self._evaluate(now)]
 
     # --- timers ------------------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> list:
         out: list = []
         for interface, deadline in list(self._ra_deadline.items()):
-            if deadline <= now:
-                # Lost the router's advertisements: maybe we moved. Ask right away.
-                del self._ra_deadline[interface]
-                self.counters.add("rs_out")
-                out.append(act.SendRouterSolicitation(interface))
+            if deadline > now:
+                continue
+            # The current link's routers went silent: we probably moved.
+            del self._ra_deadline[interface]
+            candidate = self._candidates.pop(interface, None)
+            fresh_enough = candidate is not None and now - candidate.heard <= (
+                LOST_ROUTER_FACTOR * (candidate.interval or 1.0)
+            )
+            if candidate is not None and fresh_enough:
+                router = candidate.router if candidate.default else None
+                out += self._switch(interface, router, candidate.prefixes, candidate.interval, now)
+                continue
+            # Nobody else heard: ask, and let the next RA say where we are.
+            self._fresh.add(interface)
+            self.counters.add("rs_out")
+            out.append(act.SendRouterSolicitation(interface))
         for entry in self.entries.values():
             if entry.retransmit_at is not None and entry.retransmit_at <= now:
                 out += self._retransmit(entry, now)

@@ -548,6 +548,8 @@ class Agent:
                 action.home_agent,
                 action.interface,
             )
+        elif isinstance(action, act.LeaveHomeLink):
+            await self.kernel(kernel.remove_from_links, action.home_address)
         elif isinstance(action, act.PrepareCareOf):
             assert dataplane is not None
             await self.kernel(

@@ -148,4 +148,5 @@ def mobile_node_settings(
         initial_timeout_first=mn.initial_bindack_timeout,
         max_timeout=mn.max_bindack_timeout,
         foreign_addresses=tuple(f.address.ip for f in mn.foreign_addresses),
+        eager_movement_detection=mn.eager_movement_detection,
     )
