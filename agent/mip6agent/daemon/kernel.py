@@ -15,6 +15,7 @@ from pyroute2 import IPRoute
 
 IFA_F_NODAD = 0x02
 IFA_F_PERMANENT = 0x80
+RTPROT_KERNEL = 2
 RTPROT_RA = 9
 MAIN_TABLE = 254
 RT_SCOPE_UNIVERSE = 0
@@ -94,8 +95,9 @@ def leave_old_links(
     prefixes: tuple[IPv6Network, ...],
     keep: set[IPv6Address],
 ) -> list[str]:
-    """Delete autoconfigured addresses outside ``prefixes`` and RA default routes through
-    other routers. Static (permanent) addresses and ``keep`` are left alone."""
+    """Delete autoconfigured addresses outside ``prefixes``, RA default routes through
+    other routers and the old links' on-link prefix routes. Static (permanent) addresses,
+    their prefixes and ``keep`` are left alone."""
     done = []
     ipr = _ipr()
     index = _index(ipr, ifname)
@@ -118,6 +120,45 @@ def leave_old_links(
             continue
         ipr.route("del", dst="::/0", family=socket.AF_INET6, gateway=gateway, oif=index)
         done.append(f"default route via {gateway}")
+    done += _leave_old_prefix_routes(ipr, index, prefixes)
+    return done
+
+
+def _leave_old_prefix_routes(
+    ipr: IPRoute, index: int, prefixes: tuple[IPv6Network, ...]
+) -> list[str]:
+    """On-link routes the kernel made from the old link's Prefix Information options.
+
+    They outlive the addresses (the kernel removes a prefix route with its address only
+    for permanent addresses) for the prefix's valid lifetime, a day by default: the old
+    link's hosts, or the home agent after a visit home, would be looked for on this link.
+    A prefix still covering an address of the interface (a static one) stays.
+    """
+    done = []
+    remaining = [
+        IPv6Address(m.get_attr("IFA_ADDRESS"))
+        for m in ipr.get_addr(family=socket.AF_INET6, index=index)
+    ]
+    for route in ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE):
+        if route["proto"] not in (RTPROT_KERNEL, RTPROT_RA) or route["dst_len"] == 0:
+            continue
+        if route.get_attr("RTA_OIF") != index or route.get_attr("RTA_GATEWAY") is not None:
+            continue
+        if route.get_attr("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
+            continue
+        dst = IPv6Network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}")
+        if dst.is_link_local or dst.is_multicast or any(dst.overlaps(p) for p in prefixes):
+            continue
+        if any(address in dst for address in remaining):
+            continue
+        ipr.route(
+            "del",
+            dst=str(dst),
+            family=socket.AF_INET6,
+            oif=index,
+            priority=route.get_attr("RTA_PRIORITY"),
+        )
+        done.append(f"route {dst}")
     return done
 
 
