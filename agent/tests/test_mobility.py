@@ -2,41 +2,300 @@
 
 Every move kind: with a carrier change (the port flaps), and without one (the port moves
 between bridges with its carrier up, as Wi-Fi roaming or a VLAN change look to the host).
-Every transition: foreign to foreign, foreign to home, home to foreign again.
+Every transition: foreign to foreign, foreign to home, home to foreign again, and a "move"
+to the link the node is on. A 1 kHz UDP stream from the correspondent node to the home
+address runs all along; after each move the stream must flow again, the home agent's
+binding must say where the node is, and the node's kernel must hold nothing of the links
+it left. Each case prints one JSON line with the gap (ms without datagrams) of its move.
+Deadlines bound the waiting; they are not performance assertions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import itertools
+import json
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 
 import pytest
-from agents import AgentProcess, wait_until
-from test_agent_integration import HOA, binding_coa, ha_config, mn_config
-from topology import Topology
+from agents import AgentProcess
+from test_agent_integration import HOME_PREFIX, binding_coa, ha_config, mn_config
+from topology import CN_ADDRESS, LINKS, NODE_IFNAME, Topology
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
+PORT = 40000
+RATE = 1000  # datagrams per second
+WINDOW = 0.1  # seconds
+SETTLE = 8.0  # deadline for a move to settle, seconds
+IPV6_FREEBIND = 78  # linux/in6.h; bind to the home address even while it is being moved
 
-def _registered_at(ha: AgentProcess, topo: Topology, link: str) -> bool:
-    if link == "home":
-        return binding_coa(ha) is None
-    return binding_coa(ha) == str(topo.coa)
+
+# --- the stream -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flap", [True, False], ids=["carrier", "no-carrier-change"])
-def test_leave_home_again_and_move_between_foreign_links(tmp_path: Path, flap: bool) -> None:
-    with (
-        Topology(mn_link="foreign1", addressing="slaac", radvd=True, mn_dad=True) as topo,
-        AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
-        AgentProcess(topo.ns["mn"], tmp_path / "mn", mn_config(tmp_path / "mn")) as mn,
-    ):
-        wait_until(lambda: _registered_at(ha, topo, "foreign1"), what="first registration")
-        for link in ("home", "foreign2", "foreign1", "home", "foreign1", "foreign2"):
-            topo.move("mn", link, flap=flap)
-            wait_until(
-                lambda link=link: _registered_at(ha, topo, link),
-                deadline=10,
-                what=f"the home agent's binding after the move to {link} ({mn.call('bul')})",
+class Stream:
+    """CN -> home address at ``RATE``; arrival times recorded at the mobile node."""
+
+    def __init__(self, topo: Topology, home: IPv6Address) -> None:
+        with topo.inside("cn"):
+            self._tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        with topo.inside("mn"):
+            self._rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self._rx.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        self._rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._rx.bind((str(home), PORT))
+        self._rx.settimeout(0.2)
+        self._home = home
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.arrivals: list[float] = []
+        self.sent = 0
+        self._threads = [
+            threading.Thread(target=self._send, daemon=True, name="stream-tx"),
+            threading.Thread(target=self._receive, daemon=True, name="stream-rx"),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _send(self) -> None:
+        start = time.monotonic()
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            with contextlib.suppress(OSError):  # no route, neighbour failed: keep going
+                self._tx.sendto(seq.to_bytes(8, "big"), (str(self._home), PORT))
+                self.sent += 1
+            delay = start + seq / RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._rx.recv(64)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    return
+                continue
+            with self._lock:
+                self.arrivals.append(time.monotonic())
+
+    def window(self, end: float | None = None) -> int:
+        """Datagrams received in the ``WINDOW`` seconds before ``end`` (default: now)."""
+        end = time.monotonic() if end is None else end
+        with self._lock:
+            return sum(
+                1 for t in self.arrivals[-2 * int(RATE * WINDOW) - 50 :] if end - WINDOW < t <= end
             )
-            assert topo.ping("cn", HOA, deadline=5), f"CN -> HoA on {link}"
+
+    def flowing(self) -> bool:
+        """The last two windows both carried most of the rate."""
+        now = time.monotonic()
+        need = RATE * WINDOW * 0.5
+        return self.window(now) >= need and self.window(now - WINDOW) >= need
+
+    def gap_since(self, start: float) -> float:
+        """The longest time without a datagram from ``start`` until now, in ms."""
+        with self._lock:
+            times = [start] + [t for t in self.arrivals if t >= start] + [time.monotonic()]
+        return max(b - a for a, b in itertools.pairwise(times)) * 1000
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._tx.close()
+        self._rx.close()
+
+
+# --- where the node is, and what its kernel holds -------------------------------------------
+
+
+def _addresses(topo: Topology, ifname: str) -> list[IPv6Interface]:
+    out = topo.ip("mn", "-6", "-o", "addr", "show", "dev", ifname, "scope", "global")
+    return [IPv6Interface(line.split()[3]) for line in out.splitlines() if " inet6 " in line]
+
+
+def kernel_problems(topo: Topology, link: str, homes: tuple[IPv6Address, ...]) -> list[str]:
+    """Leftovers of other links in the mobile node's kernel; [] when clean."""
+    problems = []
+    prefix = LINKS[link].prefix
+    home_prefix = IPv6Network(HOME_PREFIX)
+    defaults = [
+        line
+        for line in topo.ip("mn", "-6", "route", "show", "default").splitlines()
+        if line.startswith("default")
+    ]
+    if len(defaults) != 1:
+        problems.append(f"{len(defaults)} default routes: {defaults}")
+    on_eth0 = _addresses(topo, NODE_IFNAME)
+    for address in on_eth0:
+        if address.ip not in prefix:
+            problems.append(f"{address} on {NODE_IFNAME}, outside {prefix} ({link})")
+    on_lo = [a.ip for a in _addresses(topo, "lo")]
+    for address in on_lo:
+        if address not in homes or link == "home":
+            problems.append(f"{address} on lo at {link}")
+    for home in homes:
+        if link == "home" and home not in {a.ip for a in on_eth0}:
+            problems.append(f"home address {home} not on {NODE_IFNAME} at home")
+        if link != "home" and home not in on_lo:
+            problems.append(f"home address {home} not on lo away from home")
+    routes = topo.ip("mn", "-6", "route", "show", "table", "main", "dev", NODE_IFNAME)
+    for line in routes.splitlines():
+        dst = line.split()[0]
+        if dst == "default" or IPv6Network(dst).is_link_local:
+            continue
+        if link != "home" and IPv6Network(dst).overlaps(home_prefix):
+            problems.append(f"home prefix route via {NODE_IFNAME} away from home: {line}")
+        elif not IPv6Network(dst).overlaps(prefix):
+            # An on-link route of a link left behind sends its hosts' traffic into this one.
+            problems.append(f"route of another link via {NODE_IFNAME} at {link}: {line}")
+    return problems
+
+
+def binding_matches(
+    ha: AgentProcess, topo: Topology, link: str, homes: tuple[IPv6Address, ...]
+) -> bool:
+    want = None if link == "home" else str(topo.mn_address(link))
+    return all(binding_coa(ha, home) == want for home in homes)
+
+
+@dataclass
+class Walk:
+    topo: Topology
+    ha: AgentProcess
+    mn: AgentProcess
+    homes: tuple[IPv6Address, ...]
+    stream: Stream | None = None
+    link: str = "foreign1"
+    log: list[dict] = field(default_factory=list)
+
+    def settled(self) -> bool:
+        if not binding_matches(self.ha, self.topo, self.link, self.homes):
+            return False
+        if self.stream is not None and not self.stream.flowing():
+            return False
+        return not kernel_problems(self.topo, self.link, self.homes)
+
+    def describe(self) -> str:
+        state = {
+            "link": self.link,
+            "bindings": self.ha.call("bindings"),
+            "bul": self.mn.call("bul"),
+            "kernel": kernel_problems(self.topo, self.link, self.homes),
+            "last window": self.stream.window() if self.stream else None,
+        }
+        return json.dumps(state, default=str)
+
+    def settle(self, deadline: float = SETTLE) -> float:
+        """Wait until everything matches the location; seconds it took."""
+        start = time.monotonic()
+        end = start + deadline
+        while not self.settled():
+            if time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        # Each invariant on its own, with the state, so a failure says which one.
+        assert binding_matches(self.ha, self.topo, self.link, self.homes), self.describe()
+        problems = kernel_problems(self.topo, self.link, self.homes)
+        assert problems == [], f"kernel leftovers at {self.link}: {problems}\n{self.describe()}"
+        if self.stream is not None:
+            assert self.stream.flowing(), f"stream not delivered at {self.link}\n{self.describe()}"
+        for home in self.homes:
+            assert self.topo.ping("mn", CN_ADDRESS, source=home, deadline=5), (
+                f"{home} -> CN at {self.link}"
+            )
+        return time.monotonic() - start
+
+    def move(self, link: str, kind: str) -> dict:
+        """Move, settle, check; the record of the move (also printed as JSON)."""
+        before_bu = self.ha.call("counters").get("mh_in.bu", 0)
+        before_seq = {e["home_address"]: e["sequence"] for e in self.mn.call("bul")}
+        frm, start = self.link, time.monotonic()
+        if kind == "ra-only":
+            move_by_router(self.topo, link)
+        else:
+            self.topo.move("mn", link, flap=kind == "carrier")
+        self.link = link
+        if frm == link:
+            # Nothing may happen: observe for a while (RS, RA, address events all pass).
+            time.sleep(1.0)
+        took = self.settle()
+        record = {
+            "kind": kind,
+            "from": frm,
+            "to": link,
+            "settle_ms": round(took * 1000),
+            "gap_ms": round(self.stream.gap_since(start)) if self.stream else None,
+            "bu_in": self.ha.call("counters").get("mh_in.bu", 0) - before_bu,
+        }
+        if frm == link:
+            after_seq = {e["home_address"]: e["sequence"] for e in self.mn.call("bul")}
+            assert after_seq == before_seq, f"re-registered on a move to the same link {link}"
+            assert record["bu_in"] == 0, f"binding updates on a move to the same link {link}"
+        self.log.append(record)
+        print(json.dumps(record))
+        return record
+
+
+@contextlib.contextmanager
+def walk(
+    tmp_path: Path, start: str = "foreign1", stream: bool = True, **mobile_node: object
+) -> Iterator[Walk]:
+    config = mn_config(tmp_path / "mn", **mobile_node)
+    with (
+        Topology(mn_link=start, addressing="slaac", radvd=True, mn_dad=True) as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
+        AgentProcess(topo.ns["mn"], tmp_path / "mn", config) as mn,
+    ):
+        homes = tuple(
+            IPv6Interface(h["address"]).ip for h in config["mobile_node"]["home_addresses"]
+        )
+        w = Walk(topo, ha, mn, homes, link=start)
+        if stream:
+            w.stream = Stream(topo, homes[0])
+        try:
+            w.settle(deadline=20)
+            yield w
+        finally:
+            if w.stream is not None:
+                w.stream.close()
+
+
+def move_by_router(topo: Topology, link: str) -> None:
+    raise NotImplementedError
+
+
+# --- the matrix -----------------------------------------------------------------------------
+
+# (walk before the measured move, the measured move's destination)
+TRANSITIONS = {
+    "foreign-foreign": ((), "foreign2"),
+    "foreign-home": ((), "home"),
+    "home-foreign": (("home",), "foreign2"),
+    "same-foreign": ((), "foreign1"),
+    "same-home": (("home",), "home"),
+}
+KINDS = ["carrier", "no-carrier"]
+
+
+@pytest.mark.parametrize("transition", list(TRANSITIONS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_move_matrix(tmp_path: Path, kind: str, transition: str) -> None:
+    before, to = TRANSITIONS[transition]
+    with walk(tmp_path) as w:
+        for link in before:
+            w.move(link, kind)
+        w.move(to, kind)
