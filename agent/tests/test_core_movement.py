@@ -320,8 +320,8 @@ def test_the_home_router_while_away_deregisters_after_the_loss(eager: int) -> No
     assert bus(out) == [] and world.binding() == F1.ip
     out = world.timers_until(lost + EPS)
     assert leaves(out) == [act.LeaveOldLinks("eth0", R_HOME, (HOME,))]
-    # SLAAC's home-prefix address (here: the home address) appears on eth0
-    out = world.addresses(F1, IPv6Interface(f"{HOA}/64"))
+    # The RA says we are home (RFC 6275 11.5.4): no address of the home prefix needs to
+    # be usable first (DAD for the home address would fail, the home agent defends it).
     ((packet, bu),) = bus(out)
     assert bu.lifetime_seconds == 0, "a deregistration"
     assert packet.src == HOA and packet.dst == HA
@@ -329,6 +329,27 @@ def test_the_home_router_while_away_deregisters_after_the_loss(eager: int) -> No
     assert act.DetachTunnel(HOA, HOME, "eth0") in out
     assert world.binding() is None
     assert world.mn.entries[HOA].state == "idle"
+    # then SLAAC's home-prefix address appears: nothing more to do
+    out = world.addresses(F1, IPv6Interface(f"{HOA}/64"))
+    assert bus(out) == [] and world.binding() is None
+
+
+def test_home_by_link_event_and_ra_even_if_the_home_address_never_becomes_usable() -> None:
+    """Carrier back on the home link; the only home-prefix address SLAAC makes is the home
+    address itself, whose DAD the home agent's proxy fails: the RA is enough."""
+    world = World(0)
+    world.start_on_foreign1()
+    world.at(T0 + 1)
+    world.run(world.mn.link_changed("eth0", False, world.now))
+    world.run(world.mn.link_changed("eth0", True, world.now))
+    assert bus(world.addresses(F1)) == [], "the old address alone is no move"
+    out = world.hear(ra(R_HOME, HOME))
+    assert leaves(out) == [act.LeaveOldLinks("eth0", R_HOME, (HOME,))]
+    ((packet, bu),) = bus(out)
+    assert bu.lifetime_seconds == 0 and packet.src == HOA
+    assert world.binding() is None
+    assert act.AnnounceHomeAddress(HOA, "eth0") in out
+    assert bus(world.addresses()) == [] and world.binding() is None
 
 
 def test_leaving_home_again_takes_the_home_address_off_the_link_before_the_bu() -> None:

@@ -203,20 +203,39 @@ class MobileNode:
         prefixes = self._link_prefixes.get(interface)
         return prefixes is None or any(address.ip in p for p in prefixes)
 
+    def _home_link(self, prefix: IPv6Network) -> str | None:
+        """The interface whose link's routers advertise ``prefix``: we are at home there.
+
+        The RA alone says so (RFC 6275 11.5.4): the home address has no usable copy on
+        the link yet, and DAD for it would fail anyway, the home agent defending it.
+        """
+        for name in self.settings.interfaces:
+            if name not in self._up or name in self._fresh:
+                continue
+            if any(p.overlaps(prefix) for p in self._link_prefixes.get(name, ())):
+                return name
+        return None
+
     def _evaluate(self, now: float) -> list:
         if not self.enabled:
             return []
         where = self._location()
-        if where is None:
-            return []
-        interface, coa, network = where
         out: list = []
         for entry in self.entries.values():
-            at_home = coa in entry.prefix or network.overlaps(entry.prefix)
-            if at_home:
-                if entry.state in ("registered", "registering") or entry.tunnel is not None:
-                    out += self._go_home(entry, interface, now)
+            home_link = self._home_link(entry.prefix)
+            if where is None and home_link is None:
                 continue
+            if home_link is None:
+                assert where is not None
+                interface, coa, network = where
+                if coa in entry.prefix or network.overlaps(entry.prefix):
+                    home_link = interface
+            if home_link is not None:
+                if entry.state in ("registered", "registering") or entry.tunnel is not None:
+                    out += self._go_home(entry, home_link, now)
+                continue
+            assert where is not None
+            interface, coa, network = where
             if entry.state == "failed" and entry.care_of_address == coa:
                 continue
             if entry.care_of_address != coa or entry.state in ("idle", "deregistering"):
