@@ -77,9 +77,9 @@ def solicitations(actions: list) -> list:
 class World:
     """One MN (eth0) and one HA core; every BU is answered, fake time only moves forward."""
 
-    def __init__(self, eager: int = 0) -> None:
+    def __init__(self, eager: int = 0, homes: tuple[IPv6Address, ...] = (HOA,)) -> None:
         settings = MobileNodeSettings(
-            home=(HomeAddressSpec(HOA, HOME, "eth0", HA),),
+            home=tuple(HomeAddressSpec(h, HOME, "eth0", HA) for h in homes),
             interfaces=("eth0",),
             nai=NAI,
             key=KEY,
@@ -137,7 +137,8 @@ class World:
         self.run(self.mn.link_changed("eth0", True, self.now))
         self.hear(ra(R1, F1.network))
         self.addresses(F1)
-        assert self.binding() == F1.ip and self.mn.entries[HOA].state == "registered"
+        assert self.binding() == F1.ip
+        assert all(e.state == "registered" for e in self.mn.entries.values())
 
 
 # --- the current link ---------------------------------------------------------------------
@@ -372,3 +373,47 @@ def test_leaving_home_again_takes_the_home_address_off_the_link_before_the_bu() 
         out += world.addresses(IPv6Interface(f"{HOA}/64"))
         assert [bu.lifetime_seconds for _p, bu in bus(out)] == [0]
         assert world.binding() is None
+
+
+HOA2 = IPv6Address("2001:db8:1::200")
+
+
+def test_two_home_addresses_leave_the_home_link_before_any_bu() -> None:
+    """The second home address still on the link keeps the home prefix on-link: the first
+    address's BU to the home agent would go out of the foreign link and be lost."""
+    world = World(0, homes=(HOA, HOA2))
+    world.start_on_foreign1()
+    world.at(T0 + 1).hear(ra(R_HOME, HOME))
+    world.run(world.mn.link_changed("eth0", False, world.now))
+    world.run(world.mn.link_changed("eth0", True, world.now))
+    world.hear(ra(R_HOME, HOME))
+    assert world.ha.cache.get(HOA) is None and world.ha.cache.get(HOA2) is None
+    world.at(T0 + 2)
+    world.run(world.mn.link_changed("eth0", False, world.now))
+    world.run(world.mn.link_changed("eth0", True, world.now))
+    out = world.hear(ra(R2, F2.network))
+    out += world.addresses(F2)
+    first_bu = next(i for i, a in enumerate(out) if bus([a]))
+    leaving = [i for i, a in enumerate(out) if isinstance(a, act.LeaveHomeLink)]
+    assert sorted(out[i].home_address for i in leaving) == [HOA, HOA2]
+    assert max(leaving) < first_bu
+
+
+def test_two_home_addresses_share_one_increasing_timestamp() -> None:
+    """Both BUs are built at the same instant under one NAI: RFC 4285 5.1 wants each
+    timestamp newer than the last; an equal one is a replay (144) and costs a round trip."""
+    world = World(0, homes=(HOA, HOA2))
+    world.start_on_foreign1()
+    world.at(T0 + 1).hear(ra(R_HOME, HOME))
+    out = world.timers_until(T0 + 1 + 3 * INTERVAL + EPS)
+    out += world.at(T0 + 5).hear(ra(R2, F2.network))
+    out += world.timers_until(T0 + 5 + 3 * INTERVAL + EPS)
+    out += world.addresses(F2)
+    assert world.ha.counters["replay_rejected"] == 0
+    stamps = []
+    for _packet, bu in bus(world.seen):
+        ident = next(o for o in bu.options if isinstance(o, wire.MessageIdentification))
+        stamps.append(ident.timestamp)
+    assert len(stamps) >= 6 and stamps == sorted(set(stamps))
+    assert world.ha.cache.get(HOA).care_of_address == F2.ip
+    assert world.ha.cache.get(HOA2).care_of_address == F2.ip

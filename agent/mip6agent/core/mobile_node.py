@@ -141,6 +141,7 @@ class MobileNode:
         self._candidates: dict[str, _Candidate] = {}
         self._link_routers: dict[str, set[IPv6Address]] = {}  # routers of the current link
         self._next_dhaad_id = initial_sequence
+        self._last_stamp = 0  # the last Mobility Message Identification timestamp sent
         self.enabled = True
 
     def _add_entry(self, spec: HomeAddressSpec, sequence: int) -> BULEntry:
@@ -241,7 +242,10 @@ class MobileNode:
             if entry.care_of_address != coa or entry.state in ("idle", "deregistering"):
                 entry.care_of_address, entry.interface = coa, interface
                 out += self._start_registration(entry, now, first=entry.state != "registered")
-        return out
+        # Every home address off the home link before the first Binding Update: while one
+        # is still there, its on-link prefix route sends the others' BUs out of this link.
+        leave = [a for a in out if isinstance(a, act.LeaveHomeLink)]
+        return leave + [a for a in out if not isinstance(a, act.LeaveHomeLink)]
 
     # --- registration ----------------------------------------------------------------------
 
@@ -273,7 +277,10 @@ class MobileNode:
         coa = entry.care_of_address if home_registration else entry.home_address
         assert coa is not None
         if self.settings.authentication and self.settings.key and self.settings.nai:
-            stamp = ntp_timestamp(now + entry.clock_offset)
+            # One security association for all home addresses: its timestamps must
+            # increase (RFC 4285 5.1), even for BUs built at the same instant.
+            stamp = max(ntp_timestamp(now + entry.clock_offset), self._last_stamp + 1)
+            self._last_stamp = stamp
             bu = protect(
                 bu, self.settings.nai.encode(), self.settings.key, stamp, coa, entry.home_address
             )  # type: ignore[assignment]
@@ -382,6 +389,7 @@ class MobileNode:
             ident = next((o for o in ba.options if isinstance(o, MessageIdentification)), None)
             if ident is not None:
                 entry.clock_offset = unix_seconds(ident.timestamp) - now
+                self._last_stamp = 0  # our clock was wrong: count from the corrected one
             return self._resend(entry, now)
         if not ba.accepted:
             entry.state, entry.retransmit_at = "failed", None
