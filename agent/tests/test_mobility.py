@@ -252,17 +252,25 @@ class Walk:
 
 @contextlib.contextmanager
 def walk(
-    tmp_path: Path, start: str = "foreign1", stream: bool = True, **mobile_node: object
+    tmp_path: Path,
+    start: str = "foreign1",
+    stream: bool = True,
+    dhaad: bool = False,
+    homes: tuple[IPv6Address, ...] = (),
 ) -> Iterator[Walk]:
-    config = mn_config(tmp_path / "mn", **mobile_node)
+    config = mn_config(tmp_path / "mn")
+    entries = config["mobile_node"]["home_addresses"]
+    entries += [{**entries[0], "address": f"{home}/64"} for home in homes]
+    if dhaad:
+        # No home agent configured: DHAAD from the foreign link finds it (RFC 6275 11.4.1).
+        config["mobile_node"].pop("home_addresses")
+        config["mobile_node"]["home_prefix"] = HOME_PREFIX
     with (
         Topology(mn_link=start, addressing="slaac", radvd=True, mn_dad=True) as topo,
         AgentProcess(topo.ns["ha"], tmp_path / "ha", ha_config(tmp_path / "ha", dad=False)) as ha,
         AgentProcess(topo.ns["mn"], tmp_path / "mn", config) as mn,
     ):
-        homes = tuple(
-            IPv6Interface(h["address"]).ip for h in config["mobile_node"]["home_addresses"]
-        )
+        homes = tuple(IPv6Address(e["home_address"]) for e in mn.call("bul"))
         w = Walk(topo, ha, mn, homes, link=start)
         if stream:
             w.stream = Stream(topo, homes[0])
@@ -299,3 +307,25 @@ def test_move_matrix(tmp_path: Path, kind: str, transition: str) -> None:
         for link in before:
             w.move(link, kind)
         w.move(to, kind)
+
+
+# --- more home addresses, a discovered home agent -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_home_addresses_walk_home_and_away_twice(tmp_path: Path, kind: str) -> None:
+    with walk(tmp_path, homes=(IPv6Address("2001:db8:1::200"),)) as w:
+        assert len(w.homes) == 2
+        for link in ("home", "foreign2", "home", "foreign1"):
+            w.move(link, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_discovered_home_agent_leaving_home_twice(tmp_path: Path, kind: str) -> None:
+    with walk(tmp_path, dhaad=True) as w:
+        # the home address comes from the home prefix and the interface identifier: the
+        # very address SLAAC gives at home, so the kernel's own prefix route is in play
+        assert w.homes == (w.topo.mn_address("home"),)
+        assert w.mn.call("bul")[0]["home_agent"] == str(LINKS["home"].host(1))
+        for link in ("home", "foreign2", "home", "foreign1"):
+            w.move(link, kind)
