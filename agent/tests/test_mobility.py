@@ -17,7 +17,9 @@ import errno
 import itertools
 import json
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +29,9 @@ from pathlib import Path
 
 import pytest
 from agents import AgentProcess
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 from test_agent_integration import HOME_PREFIX, binding_coa, ha_config, mn_config
 from topology import CN_ADDRESS, LINKS, NODE_IFNAME, Topology
 
@@ -327,5 +332,48 @@ def test_discovered_home_agent_leaving_home_twice(tmp_path: Path, kind: str) -> 
         # very address SLAAC gives at home, so the kernel's own prefix route is in play
         assert w.homes == (w.topo.mn_address("home"),)
         assert w.mn.call("bul")[0]["home_agent"] == str(LINKS["home"].host(1))
+        assert w.ha.call("counters").get("dhaad_request_in", 0) >= 1, "found by DHAAD"
         for link in ("home", "foreign2", "home", "foreign1"):
             w.move(link, kind)
+
+
+# --- random walks ---------------------------------------------------------------------------
+
+
+class RandomWalk(RuleBasedStateMachine):
+    """One topology, home agent and mobile node per run; random moves, invariants after each
+    settle (the HA's binding, the stream, the kernel, the reverse tunnel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir = Path(tempfile.mkdtemp(prefix="mip6-walk-"))
+        self._stack = contextlib.ExitStack()
+        try:
+            self.walk = self._stack.enter_context(walk(self._dir))
+        except BaseException:
+            self._stack.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+
+    @rule(link=st.sampled_from(["home", "foreign1", "foreign2"]), flap=st.booleans())
+    def move(self, link: str, flap: bool) -> None:
+        self.walk.move(link, "carrier" if flap else "no-carrier")
+
+    def teardown(self) -> None:
+        try:
+            print(json.dumps({"random_walk_moves": len(self.walk.log)}))
+            self._stack.close()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+TestRandomWalk = RandomWalk.TestCase
+# Hypothesis runs the full step count but for a tiny chance: ~10 moves per walk. No
+# shrinking: each step is a real handover; the failing walk is printed as it ran.
+TestRandomWalk.settings = settings(
+    max_examples=4,
+    stateful_step_count=10,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
