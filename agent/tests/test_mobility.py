@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -32,8 +33,9 @@ from agents import AgentProcess
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
+from netns import stop_daemon
 from test_agent_integration import HOME_PREFIX, binding_coa, ha_config, mn_config
-from topology import CN_ADDRESS, LINKS, NODE_IFNAME, Topology
+from topology import CN_ADDRESS, LINKS, MN_SLAAC_ID, NODE_IFNAME, Link, Topology
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -135,7 +137,7 @@ def _addresses(topo: Topology, ifname: str) -> list[IPv6Interface]:
 def kernel_problems(topo: Topology, link: str, homes: tuple[IPv6Address, ...]) -> list[str]:
     """Leftovers of other links in the mobile node's kernel; [] when clean."""
     problems = []
-    prefix = LINKS[link].prefix
+    prefix = link_of(link).prefix
     home_prefix = IPv6Network(HOME_PREFIX)
     defaults = [
         line
@@ -173,7 +175,7 @@ def kernel_problems(topo: Topology, link: str, homes: tuple[IPv6Address, ...]) -
 def binding_matches(
     ha: AgentProcess, topo: Topology, link: str, homes: tuple[IPv6Address, ...]
 ) -> bool:
-    want = None if link == "home" else str(topo.mn_address(link))
+    want = None if link == "home" else str(coa_at(topo, link))
     return all(binding_coa(ha, home) == want for home in homes)
 
 
@@ -287,8 +289,68 @@ def walk(
                 w.stream.close()
 
 
+# --- a change of router with no change of port ---------------------------------------------
+
+# foreign1's port, but served by another router with another prefix: "foreign1-b".
+OTHER_ROUTER = Link("foreign1-b", IPv6Network("2001:db8:5::/64"))
+OTHER_ROUTER_ON_FOREIGN1 = LINKS["foreign1"].host(0xFFFD)
+
+
+def link_of(name: str) -> Link:
+    return OTHER_ROUTER if name == OTHER_ROUTER.name else LINKS[name]
+
+
+def coa_at(topo: Topology, name: str) -> IPv6Address:
+    return link_of(name).host(MN_SLAAC_ID) if name == OTHER_ROUTER.name else topo.mn_address(name)
+
+
+def _add_other_router(topo: Topology) -> None:
+    """A second router namespace on foreign1's bridge, for 2001:db8:5::/64, behind which the
+    main router routes that prefix; its radvd starts only when the node "moves" there."""
+    name = topo.ns["lan"].rsplit("-", 1)[0] + "-rtrb"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    topo._created.append(name)  # removed with the topology
+    topo.ns["rtrb"] = name
+    topo.ip("rtrb", "link", "set", "lo", "up")
+    topo.sysctl("rtrb", **{"net.ipv6.conf.all.forwarding": 1, "net.ipv6.conf.all.accept_dad": 0})
+    topo.sysctl("rtrb", **{"net.ipv6.conf.default.accept_dad": 0})
+    topo.ip("rtrb", "link", "add", NODE_IFNAME, "type", "veth", "peer", "name", "rb-eth0",
+            "netns", topo.ns["lan"])  # fmt: skip
+    topo.ip("lan", "link", "set", "rb-eth0", "master", "foreign1", "up")
+    topo.ip("rtrb", "link", "set", NODE_IFNAME, "up")
+    topo.ip("rtrb", "addr", "add", f"{OTHER_ROUTER.router}/64", "dev", NODE_IFNAME, "nodad")
+    topo.ip("rtrb", "addr", "add", f"{OTHER_ROUTER_ON_FOREIGN1}/64", "dev", NODE_IFNAME, "nodad")
+    topo.ip("rtrb", "-6", "route", "add", "default", "via", str(LINKS["foreign1"].router))
+    topo.ip("router", "-6", "route", "add", str(OTHER_ROUTER.prefix), "via",
+            str(OTHER_ROUTER_ON_FOREIGN1), "dev", "foreign1")  # fmt: skip
+
+
+def _router_conf(topo: Topology, links: list[str]) -> str:
+    return "".join(
+        f"interface {name} {{\n{topo._ra_common()}{topo._ra_prefix(LINKS[name].router)}}};\n"
+        for name in links
+    )
+
+
 def move_by_router(topo: Topology, link: str) -> None:
-    raise NotImplementedError
+    """The node's port stays on foreign1's bridge; the router advertising there changes."""
+    if "rtrb" not in topo.ns:
+        _add_other_router(topo)
+    for node in ("router", "rtrb"):
+        proc = topo._radvd.pop(node, None)
+        if proc is not None:
+            stop_daemon(proc)
+    if link == OTHER_ROUTER.name:
+        topo._start_radvd("router", _router_conf(topo, ["foreign2"]))
+        conf = (
+            f"interface {NODE_IFNAME} {{\n{topo._ra_common()}"
+            f"{topo._ra_prefix(OTHER_ROUTER.router)}}};\n"
+        )
+        topo._start_radvd("rtrb", conf)
+    elif link == "foreign1":
+        topo._start_radvd("router", _router_conf(topo, ["foreign1", "foreign2"]))
+    else:
+        raise ValueError(f"a change of router on foreign1's port cannot reach {link}")
 
 
 # --- the matrix -----------------------------------------------------------------------------
@@ -377,3 +439,11 @@ TestRandomWalk.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
+
+
+def test_change_of_router_without_any_link_change(tmp_path: Path) -> None:
+    """Only the RAs change: foreign1's router stops advertising, another router on the same
+    port starts with another prefix (RFC 6275 11.5.1 without link-layer triggers)."""
+    with walk(tmp_path) as w:
+        for link in ("foreign1-b", "foreign1", "foreign1-b", "foreign1"):
+            w.move(link, "ra-only")
