@@ -901,6 +901,24 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
+def phase_breakdown(timelines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and max of each PHASES interval over the timelines that have both ends."""
+    breakdown: dict[str, Any] = {}
+    for name, start, stop in PHASES:
+        values = [
+            t[stop] - t[start]
+            for t in timelines
+            if isinstance(t.get(start), float) and isinstance(t.get(stop), float)
+        ]
+        if values:
+            breakdown[name] = {
+                "median": _median(values),
+                "max": round(max(values), 2),
+                "n": len(values),
+            }
+    return breakdown
+
+
 def _stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0}
@@ -976,6 +994,8 @@ def category_summary(
             if (t := m.get("timeline_ms")) and isinstance(t.get("bu_out"), float)
         ]
         entry["bu_out_since_move_ms"] = _stats(bu)
+        timelines = [t for _, m in chosen if (t := m.get("timeline_ms"))]
+        entry["breakdown_ms"] = phase_breakdown(timelines)
         if category in ("return_home", "leave_home"):
             for flap, name in ((True, "with_carrier_change"), (False, "without_carrier_change")):
                 part = [g for g, m in chosen if m["carrier_change"] is flap]
@@ -997,6 +1017,9 @@ def category_summary(
                     gap_ms=round(bound, 2),
                     rule=f"{NO_LINK_EVENT_RA_INTERVALS} x advertised RA interval "
                     f"({interval_ms:g} ms) + median BU/BA round trip ({round_trip:.2f} ms)",
+                    interval_from="the RAs' Advertisement Interval option"
+                    if advertised
+                    else "radvd's MaxRtrAdvInterval (no capture)",
                     nominal_gap_ms=NO_LINK_EVENT_NOMINAL_MS,
                     p95_met=p95 <= bound,
                     every_move_met=max(values) <= bound,
@@ -1092,19 +1115,7 @@ def summarise(result: RunResult, args: argparse.Namespace) -> dict[str, Any]:
             },
         }
     )
-    breakdown: dict[str, Any] = {}
-    for name, start, stop in PHASES:
-        values = [
-            t[stop] - t[start]
-            for t in timelines
-            if isinstance(t.get(start), float) and isinstance(t.get(stop), float)
-        ]
-        if values:
-            breakdown[name] = {
-                "median": _median(values),
-                "max": round(max(values), 2),
-                "n": len(values),
-            }
+    breakdown = phase_breakdown(timelines)
     run: dict[str, Any] = {
         "mode": result.mode,
         "description": MODE_NOTES[result.mode],
