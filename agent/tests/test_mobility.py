@@ -19,7 +19,9 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,85 +46,112 @@ RATE = 1000  # datagrams per second
 WINDOW = 0.1  # seconds
 SETTLE = 8.0  # deadline for a move to settle, seconds
 IPV6_FREEBIND = 78  # linux/in6.h; bind to the home address even while it is being moved
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h
 
 
 # --- the stream -----------------------------------------------------------------------------
 
 
+# The sender is its own process: a thread here would share the interpreter with the test's
+# polling and stall with it; the receiver takes the kernel's receive timestamps for the same
+# reason. Datagrams carry a sequence number.
+SENDER = """
+import socket, sys, time
+home, port, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+tx.setblocking(False)
+start, seq = time.monotonic(), 0
+while True:
+    seq += 1
+    try:
+        tx.sendto(seq.to_bytes(8, "big"), (home, port))
+    except OSError:
+        pass
+    delay = start + seq / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+"""
+
+
 class Stream:
-    """CN -> home address at ``RATE``; arrival times recorded at the mobile node."""
+    """CN -> home address at ``RATE``; (kernel arrival time, sequence) at the mobile node.
+
+    Times are ``time.time()`` seconds (the kernel stamps with the real-time clock).
+    """
 
     def __init__(self, topo: Topology, home: IPv6Address) -> None:
-        with topo.inside("cn"):
-            self._tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         with topo.inside("mn"):
             self._rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         self._rx.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-        self._rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self._rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._rx.bind((str(home), PORT))
         self._rx.settimeout(0.2)
-        self._home = home
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.arrivals: list[float] = []
-        self.sent = 0
-        self._threads = [
-            threading.Thread(target=self._send, daemon=True, name="stream-tx"),
-            threading.Thread(target=self._receive, daemon=True, name="stream-rx"),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _send(self) -> None:
-        start = time.monotonic()
-        seq = 0
-        while not self._stop.is_set():
-            seq += 1
-            with contextlib.suppress(OSError):  # no route, neighbour failed: keep going
-                self._tx.sendto(seq.to_bytes(8, "big"), (str(self._home), PORT))
-                self.sent += 1
-            delay = start + seq / RATE - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        self.sequences: list[int] = []
+        self._thread = threading.Thread(target=self._receive, daemon=True, name="stream-rx")
+        self._thread.start()
+        self._sender = topo.popen(
+            "cn", sys.executable, "-c", SENDER, str(home), str(PORT), str(RATE),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
 
     def _receive(self) -> None:
         while not self._stop.is_set():
             try:
-                self._rx.recv(64)
+                data, ancillary, _flags, _address = self._rx.recvmsg(64, 64)
             except TimeoutError:
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EBADF, errno.ENOTSOCK):
                     return
                 continue
+            stamp = time.time()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = struct.unpack("@qq", value[:16])
+                    stamp = seconds + nanoseconds / 1e9
             with self._lock:
-                self.arrivals.append(time.monotonic())
+                self.arrivals.append(stamp)
+                self.sequences.append(int.from_bytes(data[:8], "big"))
 
-    def window(self, end: float | None = None) -> int:
-        """Datagrams received in the ``WINDOW`` seconds before ``end`` (default: now)."""
-        end = time.monotonic() if end is None else end
+    def flowing(self, since: float) -> bool:
+        """Datagrams that arrived after ``since`` fill the last two windows to at least half
+        the rate, measured back from the last arrival, which is recent (a moment in which
+        this process did not read the socket is not a gap: the kernel stamped them)."""
         with self._lock:
-            return sum(
-                1 for t in self.arrivals[-2 * int(RATE * WINDOW) - 50 :] if end - WINDOW < t <= end
-            )
+            recent = [t for t in self.arrivals[-4 * int(RATE * WINDOW) :] if t > since]
+        if not recent or time.time() - recent[-1] > 2.5 * WINDOW:
+            return False
+        last, need = recent[-1], RATE * WINDOW * 0.5
+        full = sum(1 for t in recent if last - WINDOW < t <= last)
+        before = sum(1 for t in recent if last - 2 * WINDOW < t <= last - WINDOW)
+        return full >= need and before >= need
 
-    def flowing(self) -> bool:
-        """The last two windows both carried most of the rate."""
-        now = time.monotonic()
-        need = RATE * WINDOW * 0.5
-        return self.window(now) >= need and self.window(now - WINDOW) >= need
+    def received_since(self, since: float) -> int:
+        with self._lock:
+            return sum(1 for t in self.arrivals if t > since)
 
     def gap_since(self, start: float) -> float:
-        """The longest time without a datagram from ``start`` until now, in ms."""
+        """The longest time without a datagram from ``start`` until the last one, in ms."""
         with self._lock:
-            times = [start] + [t for t in self.arrivals if t >= start] + [time.monotonic()]
-        return max(b - a for a, b in itertools.pairwise(times)) * 1000
+            times = [start] + [t for t in self.arrivals if t >= start]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0) * 1000
+
+    def lost_since(self, start: float) -> int:
+        """Datagrams missing between the first and the last one received since ``start``
+        (the move's gap, in datagrams, plus any other loss)."""
+        with self._lock:
+            seqs = [q for t, q in zip(self.arrivals, self.sequences, strict=True) if t >= start]
+        return max(seqs) - min(seqs) + 1 - len(set(seqs)) if seqs else 0
 
     def close(self) -> None:
+        self._sender.kill()
+        self._sender.wait(timeout=5)
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=2)
-        self._tx.close()
+        self._thread.join(timeout=2)
         self._rx.close()
 
 
@@ -189,48 +218,52 @@ class Walk:
     link: str = "foreign1"
     log: list[dict] = field(default_factory=list)
 
-    def settled(self) -> bool:
+    def settled(self, since: float) -> bool:
         if not binding_matches(self.ha, self.topo, self.link, self.homes):
             return False
-        if self.stream is not None and not self.stream.flowing():
+        if self.stream is not None and not self.stream.flowing(since):
             return False
         return not kernel_problems(self.topo, self.link, self.homes)
 
-    def describe(self) -> str:
+    def describe(self, since: float) -> str:
         state = {
             "link": self.link,
             "bindings": self.ha.call("bindings"),
             "bul": self.mn.call("bul"),
             "kernel": kernel_problems(self.topo, self.link, self.homes),
-            "last window": self.stream.window() if self.stream else None,
+            "received since the move": self.stream.received_since(since) if self.stream else None,
+            "gap_ms": round(self.stream.gap_since(since)) if self.stream else None,
         }
         return json.dumps(state, default=str)
 
-    def settle(self, deadline: float = SETTLE) -> float:
-        """Wait until everything matches the location; seconds it took."""
+    def settle(self, since: float, deadline: float = SETTLE) -> float:
+        """Wait until everything matches the location at once; seconds it took.
+
+        The stream must flow with datagrams sent after ``since`` (the move).
+        """
         start = time.monotonic()
         end = start + deadline
-        while not self.settled():
-            if time.monotonic() > end:
-                break
+        while not (settled := self.settled(since)) and time.monotonic() < end:
             time.sleep(0.05)
-        # Each invariant on its own, with the state, so a failure says which one.
-        assert binding_matches(self.ha, self.topo, self.link, self.homes), self.describe()
-        problems = kernel_problems(self.topo, self.link, self.homes)
-        assert problems == [], f"kernel leftovers at {self.link}: {problems}\n{self.describe()}"
-        if self.stream is not None:
-            assert self.stream.flowing(), f"stream not delivered at {self.link}\n{self.describe()}"
+        took = time.monotonic() - start
+        if not settled:  # each invariant on its own, so that the failure says which one
+            assert binding_matches(self.ha, self.topo, self.link, self.homes), self.describe(since)
+            problems = kernel_problems(self.topo, self.link, self.homes)
+            assert problems == [], f"kernel leftovers at {self.link}: {problems}"
+            assert self.stream is not None and self.stream.flowing(since), (
+                f"stream not delivered again at {self.link}\n{self.describe(since)}"
+            )
         for home in self.homes:
             assert self.topo.ping("mn", CN_ADDRESS, source=home, deadline=5), (
                 f"{home} -> CN at {self.link}"
             )
-        return time.monotonic() - start
+        return took
 
     def move(self, link: str, kind: str) -> dict:
         """Move, settle, check; the record of the move (also printed as JSON)."""
         before_bu = self.ha.call("counters").get("mh_in.bu", 0)
         before_seq = {e["home_address"]: e["sequence"] for e in self.mn.call("bul")}
-        frm, start = self.link, time.monotonic()
+        frm, moved_at = self.link, time.time()
         if kind == "ra-only":
             move_by_router(self.topo, link)
         else:
@@ -239,13 +272,14 @@ class Walk:
         if frm == link:
             # Nothing may happen: observe for a while (RS, RA, address events all pass).
             time.sleep(1.0)
-        took = self.settle()
+        took = self.settle(moved_at)
         record = {
             "kind": kind,
             "from": frm,
             "to": link,
             "settle_ms": round(took * 1000),
-            "gap_ms": round(self.stream.gap_since(start)) if self.stream else None,
+            "gap_ms": round(self.stream.gap_since(moved_at)) if self.stream else None,
+            "lost": self.stream.lost_since(moved_at) if self.stream else None,
             "bu_in": self.ha.call("counters").get("mh_in.bu", 0) - before_bu,
         }
         if frm == link:
@@ -282,7 +316,7 @@ def walk(
         if stream:
             w.stream = Stream(topo, homes[0])
         try:
-            w.settle(deadline=20)
+            w.settle(time.time(), deadline=20)
             yield w
         finally:
             if w.stream is not None:
