@@ -198,6 +198,26 @@ def kernel_problems(topo: Topology, link: str, homes: tuple[IPv6Address, ...]) -
         elif not IPv6Network(dst).overlaps(prefix):
             # An on-link route of a link left behind sends its hosts' traffic into this one.
             problems.append(f"route of another link via {NODE_IFNAME} at {link}: {line}")
+    problems += _data_plane_problems(topo, link)
+    return problems
+
+
+def _data_plane_problems(topo: Topology, link: str) -> list[str]:
+    """The agent's own kernel objects (proto 86): none at home; away, decapsulation only at
+    the current care-of address."""
+    rules = [line for line in topo.ip("mn", "-6", "rule").splitlines() if "proto 86" in line]
+    routes = topo.ip("mn", "-6", "route", "show", "table", "all", "proto", "86").splitlines()
+    if link == "home":
+        return [f"agent's {line} at home" for line in rules + routes]
+    coa = str(coa_at(topo, link))
+    decap = [line for line in rules if "ipproto ipv6" in line]
+    problems = [f"decapsulation rule of another care-of address: {line}" for line in decap]
+    problems = [p for p in problems if f"to {coa} " not in p]
+    if len(decap) != 1:
+        problems.append(f"{len(decap)} decapsulation rules at {link}: {decap}")
+    for line in routes:
+        if "seg6local" in line and not line.startswith(f"{coa} "):
+            problems.append(f"decapsulation route of another care-of address: {line}")
     return problems
 
 
