@@ -17,7 +17,9 @@ The **baseline** is the same start with nothing saved and an empty kernel (N = 0
 same run. The agent's log gives the reconcile counts (all N must be adopted: nothing
 added, updated or removed). Target: serving at 100k <= 5 s.
 
-Run: ``.venv/bin/python bench/ha_restart.py [--sizes 1000,10000,100000] [--check]``.
+Run: ``.venv/bin/python bench/ha_restart.py [--sizes 1000,10000,100000] [--check]``;
+with ``HA_RESTART_PROFILE=<directory>`` each agent runs under cProfile
+(``<directory>/agent-<N>.prof``, written when it stops).
 Every namespace, process and file is removed at the end, on failure and on Ctrl-C.
 """
 
@@ -196,10 +198,13 @@ def one_start(the_lab: Lab, count: int, tag: str) -> dict[str, Any]:
     result: dict[str, Any] = {"bindings": count}
     started = time.time()
     handle = agent.log.open("ab")
+    # HA_RESTART_PROFILE=<directory>: the agent runs under cProfile, one file per size.
+    profile = os.environ.get("HA_RESTART_PROFILE")
+    profiler = ("-m", "cProfile", "-o", f"{profile}/agent-{count}.prof") if profile else ()
     agent.proc = subprocess.Popen(
         [
-            *("ip", "netns", "exec", ha, sys.executable, "-m", "mip6agent.cli.mip6agent"),
-            *("--config", str(agent.path)),
+            *("ip", "netns", "exec", ha, sys.executable, *profiler),
+            *("-m", "mip6agent.cli.mip6agent", "--config", str(agent.path)),
         ],
         stdout=handle,
         stderr=handle,

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import errno
 import gzip
+import json
 import os
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
@@ -37,16 +39,27 @@ from mip6agent.io.dataplane import (
 )
 from mip6agent.io.dataplane.common import KernelBackend
 from mip6agent.io.dataplane.netlink import (
+    _RTMSG,
     IP6_TNL_F_IGN_ENCAP_LIMIT,
     IP6_TNL_F_MIP6_DEV,
+    NTF_PROXY,
     RT_TABLE_LOCAL,
     RT_TABLE_MAIN,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
     Address,
     Ip6Tunnel,
     Netlink,
     ProxyEntry,
     Route,
     Rule,
+    Seg6Encap,
+    Seg6LocalEncap,
+    ndmsg,
+    parse_proxy,
+    parse_route,
+    parse_routes,
+    rtmsg,
     tunnel_message,
 )
 from topology import CN_ADDRESS, HA_ADDRESS, LINKS, Frame, IPv6Header, Topology, make_topology
@@ -1035,6 +1048,10 @@ class CountingNetlink(Netlink):
         self.dumps += 1
         return super().dump(operation, msg_type, msg)
 
+    def raw_dump(self, operation: str, msg_type: int, request: bytes, parse: Any) -> list[Any]:
+        self.dumps += 1
+        return super().raw_dump(operation, msg_type, request, parse)
+
 
 class CountingFakeKernel(FakeKernel):
     def __init__(self) -> None:
@@ -1139,3 +1156,172 @@ def test_reconcile_without_removal_keeps_what_is_not_wanted() -> None:
     report = ha.ha_reconcile({}, HA_ADDRESS, HOME, remove_stale=False)
     assert report.removed == () and ha.ha_bindings() == wanted
     assert ha.ha_reconcile({}, HA_ADDRESS, HOME).removed == tuple(sorted(wanted))
+
+
+# --- the raw dump parsers against the kernel's bytes -----------------------------------
+
+_TABLES = {"main": RT_TABLE_MAIN, "local": RT_TABLE_LOCAL, "default": 253}
+_SEG6_MODES = {"inline": 0, "encap": 1, "l2encap": 2, "encap.red": 3, "l2encap.red": 4}
+_SEG6_LOCAL_ACTIONS = {"End.DX6": 5, "End.DT6": 7}
+
+
+def _prefix_of(text: str) -> IPv6Network:
+    return IPv6Network("::/0") if text == "default" else IPv6Network(text)
+
+
+def _route_from_ip_json(pairs: list[tuple[str, Any]], indexes: dict[str, int]) -> Route:
+    """A Route from one entry of ``ip -j -6 route show``: iproute2's decoder, not ours.
+
+    Read as key-value pairs: for ``seg6local action End.DT6 table T`` iproute2 prints
+    "table" twice, the action's (in the encap) before the route's.
+    """
+    item = dict(pairs)  # the last "table" wins: the route's
+    tables = [value for key, value in pairs if key == "table"]
+    encap: Seg6Encap | Seg6LocalEncap | None = None
+    if item.get("encap") == "seg6":
+        # pyroute2 (and so parse_route) lists the SRH's segments in their order in the
+        # header; iproute2 prints them the other way round (as they were given to it).
+        segments = tuple(IPv6Address(s) for s in reversed(item["segs"]))
+        encap = Seg6Encap(segments, _SEG6_MODES[item["mode"]])
+    elif item.get("encap") == "seg6local":
+        action_table = tables[0] if len(tables) == 2 else None
+        encap = Seg6LocalEncap(
+            _SEG6_LOCAL_ACTIONS[item["action"]],
+            _TABLES.get(action_table) or int(action_table) if action_table else None,
+            IPv6Address(item["nh6"]) if "nh6" in item else None,
+        )
+    table = str(item.get("table", "main"))
+    return Route(
+        dst=_prefix_of(item["dst"]),
+        table=_TABLES.get(table) or int(table),
+        oif=indexes[item["dev"]],
+        proto=RTPROT_MIP6,
+        src=_prefix_of(item["from"]) if "from" in item else None,
+        metric=int(item.get("metric", 0)),
+        encap=encap,
+    )
+
+
+@needs_root
+def test_raw_dump_parsers_read_what_the_kernel_sends_as_iproute2_does(make_topology: Any) -> None:
+    topo = make_topology(mn_link="foreign1")
+    require_backend(topo, "seg6")
+    topo.ip("ha", "link", "add", "side0", "type", "veth", "peer", "name", "side1")
+    for dev in ("side0", "side1"):
+        topo.ip("ha", "link", "set", dev, "up")
+    batch = [
+        "route add 2001:db8:1::1001/128 encap seg6 mode encap.red segs 2001:db8:2::11 "
+        f"dev {HOME} proto 86 metric 1024",
+        "route add 2001:db8:1::1002/128 encap seg6 mode encap.red segs 2001:db8:2::12 "
+        "dev side0 proto 86 metric 1024",
+        "route add 2001:db8:7::/64 encap seg6 mode encap segs 2001:db8:2::1,2001:db8:2::2,"
+        f"2001:db8:2::3 dev {HOME} proto 86",
+        f"route add 2001:db8:9::/64 encap seg6 mode inline segs 2001:db8:2::5 dev {HOME} "
+        "proto 86 metric 7",
+        f"route add {HA_ADDRESS}/128 from 2001:db8:2::11/128 encap seg6local action End.DX6 "
+        f"nh6 :: dev {HOME} table 100 proto 86 metric 1024",
+        f"route add {HA_ADDRESS}/128 encap seg6local action End.DX6 nh6 2001:db8:1::fffe "
+        f"dev {HOME} table 100 proto 86 metric 1000",
+        f"route add 2001:db8:8::1/128 encap seg6local action End.DT6 table local dev {HOME} "
+        "table 100 proto 86",
+        f"route add 2001:db8:6::/48 dev {HOME} proto 86 metric 5",
+        "route add 2001:db8:1::1003/128 dev side1 proto 85",  # not ours: filtered out
+        f"neigh add proxy 2001:db8:1::1001 dev {HOME} proto 86",
+        "neigh add proxy 2001:db8:1::1002 dev side0 proto 86",
+        f"neigh add proxy 2001:db8:1::1004 dev {HOME}",  # no protocol
+        "neigh add proxy 2001:db8:1::1005 dev side1 proto 12",
+    ]
+    done = subprocess.run(
+        ["ip", "netns", "exec", topo.ns["ha"], "ip", "-6", "-batch", "-"],
+        input="\n".join(batch) + "\n",
+        text=True,
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+    indexes = {
+        link["ifname"]: int(link["ifindex"]) for link in json.loads(topo.ip("ha", "-j", "link"))
+    }
+    chunks: list[bytes] = []
+
+    def keep(parse: Any) -> Any:
+        def parse_and_keep(data: bytes) -> list[Any]:
+            chunks.append(bytes(data))
+            return list(parse(data))
+
+        return parse_and_keep
+
+    with topo.inside("ha"):
+        nl = Netlink()
+    try:
+        request = _RTMSG.pack(socket.AF_INET6, 0, 0, 0, 0, RTPROT_MIP6, 0, 0, 0)
+        routes = nl.raw_dump("dump routes", RTM_GETROUTE, request, keep(parse_routes))
+        assert routes == nl.routes(RTPROT_MIP6)
+        proxies = nl.proxies()
+        # The same objects as through pyroute2's decoder (the parsers they replace).
+        slow = rtmsg()
+        slow["family"], slow["proto"] = socket.AF_INET6, RTPROT_MIP6
+        assert routes == [parse_route(m) for m in nl.dump("", RTM_GETROUTE, slow)]
+        slow_proxy = ndmsg()
+        slow_proxy["family"], slow_proxy["flags"] = socket.AF_INET6, NTF_PROXY
+        assert proxies == [parse_proxy(m) for m in nl.dump("", RTM_GETNEIGH, slow_proxy)]
+    finally:
+        nl.close()
+    assert chunks and all(len(chunk) >= 16 for chunk in chunks)
+
+    shown = json.loads(
+        topo.ip("ha", "-N", "-j", "-6", "route", "show", "table", "all", "proto", "86"),
+        object_pairs_hook=list,
+    )
+    expected = [_route_from_ip_json(pairs, indexes) for pairs in shown]
+    assert sorted(routes, key=repr) == sorted(expected, key=repr)
+    assert len(routes) == 8
+
+    listed = json.loads(topo.ip("ha", "-N", "-j", "-6", "neigh", "show", "proxy"))
+    expected_proxies = [
+        ProxyEntry(
+            IPv6Address(e["dst"]),
+            indexes[e["dev"]],
+            int(e["protocol"]) if "protocol" in e else None,
+        )
+        for e in listed
+    ]
+    assert sorted(proxies, key=repr) == sorted(expected_proxies, key=repr)
+    assert {p.address for p in proxies} >= {
+        IPv6Address(f"2001:db8:1::{n}") for n in (1001, 1002, 1004, 1005)
+    }
+
+
+def test_raw_route_parser_reads_captured_kernel_messages() -> None:
+    """Two RTM_NEWROUTE messages a 6.18 kernel sent in a dump (``ip -6 route add
+    2001:db8:1::100/128 encap seg6 mode encap.red segs 2001:db8:2::100 dev d0 proto 86
+    metric 1024`` and ``... 2001:db8:1::1/128 from 2001:db8:2::100/128 encap seg6local
+    action End.DX6 nh6 :: dev d0 table 100 proto 86``), kept to check without root."""
+    tunnel = bytes.fromhex(
+        "a00000001800220001000000840500000a800000fe5600010000000008000f00fe000000140001002001"
+        "0db800010000000000000000010008000600000400000800040003000000240016002000010003000000"
+        "000204000000000020010db80002000000000000000001000600150005000000"
+        "24000c00" + "00" * 32 + "0500140000000000"
+    )
+    decap = bytes.fromhex(
+        "b00000001800220002000000840500000a808000645600010000000008000f0064000000140001002001"
+        "0db80001000000000000000000011400020020010db80002000000000000000001000800060000040000"
+        "0800040003000000200016000800010005000000140005000000000000000000000000000000000006"
+        "00150007000000"
+        "24000c00" + "00" * 32 + "0500140000000000"
+    )
+    hoa, coa = IPv6Address("2001:db8:1::100"), IPv6Address("2001:db8:2::100")
+    assert parse_routes(tunnel + decap) == [
+        Route(
+            IPv6Network(f"{hoa}/128"), RT_TABLE_MAIN, 3, RTPROT_MIP6, None, 1024, Seg6Encap((coa,))
+        ),
+        Route(
+            IPv6Network("2001:db8:1::1/128"),
+            100,
+            3,
+            RTPROT_MIP6,
+            IPv6Network(f"{coa}/128"),
+            1024,
+            Seg6LocalEncap(5, None, IPv6Address("::")),
+        ),
+    ]
+    assert parse_routes(tunnel[:100]) == []  # a message cut short is not read past its end

@@ -16,10 +16,10 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink import (
@@ -95,7 +95,9 @@ _GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV}
 
 
 def host(address: IPv6Address) -> IPv6Network:
-    return IPv6Network((address, 128))
+    # From the integer: IPv6Network((address, 128)) formats the address and parses it back
+    # (ten times slower, and reconciliation builds one per binding and route).
+    return IPv6Network((int(address), 128))
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +420,223 @@ def parse_tunnel(msg: Any) -> Ip6Tunnel | None:
     )
 
 
+# --- raw dump parsers ------------------------------------------------------------------
+#
+# The objects of every binding are read back at each restart (two routes and a proxy entry
+# per binding on a seg6 home agent): these read only the attributes parse_route and
+# parse_proxy use, straight from the kernel's bytes, and give the same objects.
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_DUMP_INTR = 0x10
+RTA_DST, RTA_SRC, RTA_OIF, RTA_PRIORITY, RTA_TABLE = 1, 2, 4, 6, 15
+RTA_ENCAP_TYPE, RTA_ENCAP = 21, 22
+SEG6_IPTUNNEL_SRH = 1
+SEG6_LOCAL_ACTION, SEG6_LOCAL_TABLE, SEG6_LOCAL_NH6 = 1, 3, 5
+NDA_DST, NDA_PROTOCOL = 1, 12
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_NDMSG = struct.Struct("=BBHiHBB")
+_NLA = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_U16 = struct.Struct("=H")
+_ERRNO = struct.Struct("=i")
+_SRH_HEAD = struct.Struct("=iBBBBBBH")
+
+T = TypeVar("T")
+
+
+def _attributes(data: bytes, start: int, end: int) -> dict[int, memoryview | bytes]:
+    """Type -> payload of the attributes in ``data[start:end]`` (the first one of a type wins,
+    as with pyroute2's get_attr)."""
+    found: dict[int, memoryview | bytes] = {}
+    unpack = _NLA.unpack_from
+    while start + 4 <= end:
+        length, kind = unpack(data, start)
+        if length < 4 or start + length > end:
+            break
+        kind &= NLA_TYPE_MASK
+        if kind not in found:
+            found[kind] = data[start + 4 : start + length]
+        start += (length + 3) & ~3
+    return found
+
+
+def _address(raw: bytes) -> IPv6Address:
+    return IPv6Address(int.from_bytes(raw, "big"))
+
+
+def _prefix(raw: bytes, length: int) -> IPv6Network:
+    return IPv6Network((int.from_bytes(raw, "big"), length))
+
+
+def _messages(data: bytes, wanted: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each message of type ``wanted`` in one chunk of a dump."""
+    offset, size = 0, len(data)
+    unpack = _NLMSGHDR.unpack_from
+    while offset + 16 <= size:
+        length, kind, _flags, _seq, _pid = unpack(data, offset)
+        if length < 16 or offset + length > size:
+            break  # cut short: nothing is read past the end
+        if kind == wanted:
+            yield offset + 16, offset + length
+        offset += (length + 3) & ~3
+
+
+def route_from_bytes(data: bytes, start: int, end: int) -> Route | None:
+    """One RTM_NEWROUTE body (``data[start:end]``, after the nlmsghdr) as parse_route reads it."""
+    family, dst_len, src_len, _tos, table, proto, _scope, _type, _flags = _RTMSG.unpack_from(
+        data, start
+    )
+    if family != AF_INET6:
+        return None
+    attrs = _attributes(data, start + _RTMSG.size, end)
+    encap: Seg6Encap | Seg6LocalEncap | None = None
+    kind = attrs.get(RTA_ENCAP_TYPE)
+    raw = attrs.get(RTA_ENCAP)
+    if kind is not None and raw is not None:
+        kind_value = _U16.unpack_from(kind)[0]
+        if kind_value == LWTUNNEL_ENCAP_SEG6:
+            encap = _seg6_encap(_attributes(raw, 0, len(raw)).get(SEG6_IPTUNNEL_SRH))
+        elif kind_value == LWTUNNEL_ENCAP_SEG6_LOCAL:
+            local = _attributes(raw, 0, len(raw))
+            action, table_attr, nh6 = (
+                local.get(SEG6_LOCAL_ACTION),
+                local.get(SEG6_LOCAL_TABLE),
+                local.get(SEG6_LOCAL_NH6),
+            )
+            encap = Seg6LocalEncap(
+                _U32.unpack_from(action)[0] if action is not None else 0,
+                _U32.unpack_from(table_attr)[0] if table_attr is not None else None,
+                _address(nh6) if nh6 is not None else None,
+            )
+    dst = attrs.get(RTA_DST)
+    src = attrs.get(RTA_SRC) if src_len else None
+    table_value = attrs.get(RTA_TABLE)
+    oif = attrs.get(RTA_OIF)
+    metric = attrs.get(RTA_PRIORITY)
+    return Route(
+        dst=_prefix(dst, dst_len) if dst is not None else DEFAULT_ROUTE,
+        table=(_U32.unpack_from(table_value)[0] if table_value is not None else 0) or table,
+        oif=_U32.unpack_from(oif)[0] if oif is not None else 0,
+        proto=proto,
+        src=_prefix(src, src_len) if src is not None else None,
+        metric=_U32.unpack_from(metric)[0] if metric is not None else 0,
+        encap=encap,
+    )
+
+
+def _seg6_encap(srh: bytes | memoryview | None) -> Seg6Encap:
+    """struct seg6_iptunnel_encap: the mode, then the SRH (segments as pyroute2 lists them:
+    in the SRH's order, segments_left + 1 of them)."""
+    if srh is None or len(srh) < _SRH_HEAD.size:
+        return Seg6Encap((), SEG6_IPTUN_MODE_ENCAP)
+    mode, _nh, _hdrlen, _type, left, _first, _flags, _tag = _SRH_HEAD.unpack_from(srh)
+    base = _SRH_HEAD.size
+    count = min(left + 1, (len(srh) - base) // 16)
+    segments = tuple(_address(srh[base + 16 * n : base + 16 * n + 16]) for n in range(count))
+    return Seg6Encap(segments, mode)
+
+
+def proxy_from_bytes(data: bytes, start: int, end: int) -> ProxyEntry | None:
+    """One RTM_NEWNEIGH body as parse_proxy reads it."""
+    family, _pad1, _pad2, ifindex, _state, flags, _type = _NDMSG.unpack_from(data, start)
+    if family != AF_INET6 or not flags & NTF_PROXY:
+        return None
+    attrs = _attributes(data, start + _NDMSG.size, end)
+    dst = attrs.get(NDA_DST)
+    if dst is None:
+        return None
+    proto = attrs.get(NDA_PROTOCOL)
+    return ProxyEntry(_address(dst), ifindex, proto[0] if proto is not None else None)
+
+
+def parse_routes(data: bytes) -> list[Route]:
+    """The IPv6 routes among the messages of one dump chunk."""
+    found = (route_from_bytes(data, s, e) for s, e in _messages(data, RTM_NEWROUTE))
+    return [r for r in found if r is not None]
+
+
+def parse_proxies(data: bytes) -> list[ProxyEntry]:
+    """The IPv6 proxy entries among the messages of one dump chunk."""
+    found = (proxy_from_bytes(data, s, e) for s, e in _messages(data, RTM_NEWNEIGH))
+    return [p for p in found if p is not None]
+
+
+class RawDumper:
+    """An rtnetlink socket for dumps only, opened like pyroute2's (strict checking, so the
+    kernel filters; extended acks) in the calling thread's namespace."""
+
+    SOL_NETLINK = 270
+    NETLINK_EXT_ACK = 11
+    NETLINK_GET_STRICT_CHK = 12
+    BUFFER = 1 << 20
+    RETRIES = 5  # of a dump the kernel says was interrupted by a change
+
+    def __init__(self) -> None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            sock.setsockopt(self.SOL_NETLINK, self.NETLINK_EXT_ACK, 1)
+            sock.setsockopt(self.SOL_NETLINK, self.NETLINK_GET_STRICT_CHK, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.BUFFER)
+            sock.bind((0, 0))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def dump(self, msg_type: int, body: bytes, parse: Callable[[bytes], list[T]]) -> list[T]:
+        for attempt in range(self.RETRIES):
+            found, interrupted = self._dump_once(msg_type, body, parse)
+            if not interrupted or attempt == self.RETRIES - 1:
+                return found
+        raise AssertionError("unreachable")
+
+    def _dump_once(
+        self, msg_type: int, body: bytes, parse: Callable[[bytes], list[T]]
+    ) -> tuple[list[T], bool]:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        seq = self._seq
+        header = _NLMSGHDR.pack(16 + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+        self._sock.send(header + body)
+        found: list[T] = []
+        interrupted = False
+        unpack = _NLMSGHDR.unpack_from
+        while True:
+            data = self._sock.recv(self.BUFFER)
+            offset, size, done, ours = 0, len(data), False, True
+            while offset + 16 <= size:
+                length, kind, flags, mseq, _pid = unpack(data, offset)
+                if length < 16:
+                    break
+                if mseq != seq:
+                    ours = False  # a late reply to an earlier request: skipped
+                elif flags & NLM_F_DUMP_INTR:
+                    interrupted = True
+                if mseq == seq and kind == NLMSG_DONE:
+                    # A dump that failed part-way says why here (netlink_dump_done).
+                    code = -_ERRNO.unpack_from(data, offset + 16)[0] if length >= 20 else 0
+                    if code > 0:
+                        raise OSError(code, os.strerror(code))
+                    done = True
+                elif mseq == seq and kind == NLMSG_ERROR:
+                    code = -_ERRNO.unpack_from(data, offset + 16)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    done = True
+                offset += (length + 3) & ~3
+            if ours:
+                found += parse(data)
+            if done:
+                return found, interrupted
+
+
 # --- transport -------------------------------------------------------------------------
 
 
@@ -469,6 +688,14 @@ class Netlink:
             raise kernel_error("open", "rtnetlink socket", exc) from None
         # pyroute2 0.9.7 IPRoute lacks this key, which nlm_request() reads.
         self._ipr.asyncore.status["nlm_generator"] = False
+        # Route and proxy dumps (every binding's objects at a restart) are read on a plain
+        # socket by the parsers above: pyroute2 decodes every attribute of every message.
+        self._raw: RawDumper | None = None
+        try:
+            self._raw = RawDumper()
+        except OSError as exc:
+            self._ipr.close()
+            raise kernel_error("open", "rtnetlink socket", exc) from None
         self._genl: GenericNetlinkSocket | None = None
         self._genl_error: str | None = None
         try:
@@ -480,6 +707,8 @@ class Netlink:
 
     def close(self) -> None:
         self._ipr.close()
+        if self._raw is not None:
+            self._raw.close()
         if self._genl is not None:
             self._genl.close()
 
@@ -494,6 +723,17 @@ class Netlink:
         try:
             return list(self._ipr.nlm_request(msg, msg_type, NLM_F_REQUEST | NLM_F_DUMP))
         except (NetlinkError, OSError) as exc:
+            raise kernel_error(operation, "", exc) from None
+
+    def raw_dump(
+        self, operation: str, msg_type: int, request: bytes, parse: Callable[[bytes], list[T]]
+    ) -> list[T]:
+        """A dump read without pyroute2: ``parse`` turns each chunk of messages into objects."""
+        if self._raw is None:
+            raise DataPlaneError(operation, "", "the netlink socket is closed")
+        try:
+            return self._raw.dump(msg_type, request, parse)
+        except OSError as exc:
             raise kernel_error(operation, "", exc) from None
 
     def _change(self, op: str, subject: str, msg_type: int, flags: int, msg: Any) -> bool:
@@ -537,10 +777,8 @@ class Netlink:
     # Routes.
     def routes(self, proto: int | None = None) -> list[Route]:
         """IPv6 routes of every table; only ``proto`` ones when given (filtered in-kernel)."""
-        msg = rtmsg()
-        msg["family"] = AF_INET6
-        msg["proto"] = proto or 0
-        found = [r for r in map(parse_route, self.dump("dump routes", RTM_GETROUTE, msg)) if r]
+        request = _RTMSG.pack(AF_INET6, 0, 0, 0, 0, proto or 0, 0, 0, 0)
+        found = self.raw_dump("dump routes", RTM_GETROUTE, request, parse_routes)
         # Kernels before 5.0 ignore the filter.
         return [r for r in found if proto is None or r.proto == proto]
 
@@ -570,11 +808,9 @@ class Netlink:
 
     # Proxy neighbour entries.
     def proxies(self) -> list[ProxyEntry]:
-        msg = ndmsg()
-        msg["family"] = AF_INET6
-        msg["flags"] = NTF_PROXY  # asks for the proxy table instead of the neighbour cache
-        entries = map(parse_proxy, self.dump("dump proxy entries", RTM_GETNEIGH, msg))
-        return [e for e in entries if e]
+        # NTF_PROXY asks for the proxy table instead of the neighbour cache.
+        request = _NDMSG.pack(AF_INET6, 0, 0, 0, 0, NTF_PROXY, 0)
+        return self.raw_dump("dump proxy entries", RTM_GETNEIGH, request, parse_proxies)
 
     def replace_proxy(self, entry: ProxyEntry, what: str) -> None:
         flags = NLM_F_CREATE | NLM_F_REPLACE
