@@ -55,6 +55,9 @@ class LoadResult:
     problems: list[str] = field(default_factory=list)
     path: Path | None = None
     damaged_keys: list[str] = field(default_factory=list)
+    # The same rows as ``bindings``, as the Binding objects the checks built (None when
+    # not kept): a restore hands these on instead of checking every row again.
+    objects: list[Binding] | None = None
 
 
 @dataclass
@@ -198,13 +201,16 @@ class BindingStore:
         problems: list[str] = []
         damaged: list[str] = []
         bindings: list[dict] = []
-        for key, data, digest in conn.execute("SELECT home_address, data, checksum FROM bindings"):
+        objects: list[Binding] = []
+        rows = conn.execute("SELECT home_address, data, checksum FROM bindings").fetchall()
+        for key, data, digest in rows:
             problem = _check_row(key, data, digest)
             if isinstance(problem, str):
                 problems.append(f"row {key}: {problem}")
                 damaged.append(str(key))
             else:
-                bindings.append(problem)
+                bindings.append(problem[0])
+                objects.append(problem[1])
         timestamps: dict[str, int] = {}
         for nai, value in conn.execute("SELECT nai, value FROM timestamps"):
             if isinstance(nai, str) and isinstance(value, str) and value.isdigit():
@@ -213,8 +219,10 @@ class BindingStore:
                 problems.append(f"timestamp of {nai!r}: not a non-negative integer")
         if problems:
             self._damaged = False  # the file itself is sound: damaged rows get rewritten
-            return LoadResult("damaged", bindings, timestamps, problems, self.path, damaged)
-        return LoadResult("ok", bindings, timestamps, path=self.path)
+            return LoadResult(
+                "damaged", bindings, timestamps, problems, self.path, damaged, objects
+            )
+        return LoadResult("ok", bindings, timestamps, path=self.path, objects=objects)
 
     def _migrate(self, legacy: Path) -> LoadResult:
         """Import a binding_cache.json of an earlier version once, then keep it aside."""
@@ -304,8 +312,8 @@ class BindingStore:
                 self._conn = None
 
 
-def _check_row(key: object, data: object, digest: object) -> dict | str:
-    """The row's binding as a dict, or what is wrong with it."""
+def _check_row(key: object, data: object, digest: object) -> tuple[dict, Binding] | str:
+    """The row's binding as a dict and as a Binding, or what is wrong with it."""
     if not isinstance(data, str) or not isinstance(digest, str):
         return "data or checksum is not text"
     if checksum(data) != digest:
@@ -320,7 +328,7 @@ def _check_row(key: object, data: object, digest: object) -> dict | str:
         return str(exc)
     if str(binding.home_address) != key:
         return f"holds the binding of {binding.home_address}"
-    return value  # type: ignore[no-any-return]
+    return value, binding
 
 
 def _timestamps(raw: object, problems: list[str], where: str) -> dict[str, int]:

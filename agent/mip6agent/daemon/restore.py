@@ -54,7 +54,9 @@ async def restore_home_agent(
             "; ".join(shown),
             f"; and {more} more" if more > 0 else "",
         )
-    for action in core.restore({"bindings": result.bindings, "timestamps": result.timestamps}, now):
+    # The rows as the store's checks built them (Binding.from_dict takes those as they are).
+    rows = result.objects if result.objects is not None else result.bindings
+    for action in core.restore({"bindings": rows, "timestamps": result.timestamps}, now):
         message = getattr(action, "message", None)
         if message is not None:
             log.log(logging.getLevelName(str(action.level).upper()), "%s", message)
