@@ -237,6 +237,7 @@ class Walk:
     stream: Stream | None = None
     link: str = "foreign1"
     log: list[dict] = field(default_factory=list)
+    tags: dict = field(default_factory=dict)  # added to every record
 
     def settled(self, since: float) -> bool:
         if not binding_matches(self.ha, self.topo, self.link, self.homes):
@@ -291,7 +292,7 @@ class Walk:
         self.link = link
         if frm == link:
             # Nothing may happen: observe for a while (RS, RA, address events all pass).
-            time.sleep(1.0)
+            time.sleep(0.6)
         took = self.settle(moved_at)
         record = {
             "kind": kind,
@@ -301,6 +302,7 @@ class Walk:
             "gap_ms": round(self.stream.gap_since(moved_at)) if self.stream else None,
             "lost": self.stream.lost_since(moved_at) if self.stream else None,
             "bu_in": self.ha.call("counters").get("mh_in.bu", 0) - before_bu,
+            **self.tags,
         }
         if frm == link:
             after_seq = {e["home_address"]: e["sequence"] for e in self.mn.call("bul")}
@@ -318,8 +320,9 @@ def walk(
     stream: bool = True,
     dhaad: bool = False,
     homes: tuple[IPv6Address, ...] = (),
+    **mobile_node: object,
 ) -> Iterator[Walk]:
-    config = mn_config(tmp_path / "mn")
+    config = mn_config(tmp_path / "mn", **mobile_node)
     entries = config["mobile_node"]["home_addresses"]
     entries += [{**entries[0], "address": f"{home}/64"} for home in homes]
     if dhaad:
@@ -425,9 +428,19 @@ KINDS = ["carrier", "no-carrier"]
 def test_move_matrix(tmp_path: Path, kind: str, transition: str) -> None:
     before, to = TRANSITIONS[transition]
     with walk(tmp_path) as w:
+        w.tags["case"] = f"matrix {kind} {transition}"
         for link in before:
             w.move(link, kind)
         w.move(to, kind)
+
+
+@pytest.mark.parametrize("eager", [1, 2])
+def test_eager_movement_detection_without_carrier_change(tmp_path: Path, eager: int) -> None:
+    """eager_movement_detection 1 and 2 (docs/agent-config.md) on the same walk."""
+    with walk(tmp_path, eager_movement_detection=eager) as w:
+        w.tags["case"] = f"eager {eager}"
+        for link in ("foreign2", "home", "foreign1", "foreign1"):
+            w.move(link, "no-carrier")
 
 
 # --- more home addresses, a discovered home agent -------------------------------------------
@@ -437,6 +450,7 @@ def test_move_matrix(tmp_path: Path, kind: str, transition: str) -> None:
 def test_two_home_addresses_walk_home_and_away_twice(tmp_path: Path, kind: str) -> None:
     with walk(tmp_path, homes=(IPv6Address("2001:db8:1::200"),)) as w:
         assert len(w.homes) == 2
+        w.tags["case"] = "two home addresses"
         for link in ("home", "foreign2", "home", "foreign1"):
             w.move(link, kind)
 
@@ -447,6 +461,7 @@ def test_discovered_home_agent_leaving_home_twice(tmp_path: Path, kind: str) -> 
         # the home address comes from the home prefix and the interface identifier: the
         # very address SLAAC gives at home, so the kernel's own prefix route is in play
         assert w.homes == (w.topo.mn_address("home"),)
+        w.tags["case"] = "discovered home agent"
         assert w.mn.call("bul")[0]["home_agent"] == str(LINKS["home"].host(1))
         assert w.ha.call("counters").get("dhaad_request_in", 0) >= 1, "found by DHAAD"
         for link in ("home", "foreign2", "home", "foreign1"):
@@ -466,6 +481,7 @@ class RandomWalk(RuleBasedStateMachine):
         self._stack = contextlib.ExitStack()
         try:
             self.walk = self._stack.enter_context(walk(self._dir))
+            self.walk.tags["case"] = "random walk"
         except BaseException:
             self._stack.close()
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -487,7 +503,7 @@ TestRandomWalk = RandomWalk.TestCase
 # Hypothesis runs the full step count but for a tiny chance: ~10 moves per walk. No
 # shrinking: each step is a real handover; the failing walk is printed as it ran.
 TestRandomWalk.settings = settings(
-    max_examples=4,
+    max_examples=3,
     stateful_step_count=10,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -499,5 +515,6 @@ def test_change_of_router_without_any_link_change(tmp_path: Path) -> None:
     """Only the RAs change: foreign1's router stops advertising, another router on the same
     port starts with another prefix (RFC 6275 11.5.1 without link-layer triggers)."""
     with walk(tmp_path) as w:
+        w.tags["case"] = "change of router"
         for link in ("foreign1-b", "foreign1", "foreign1-b", "foreign1"):
             w.move(link, "ra-only")
