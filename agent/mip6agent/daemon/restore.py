@@ -15,6 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from ipaddress import IPv6Address
+from operator import attrgetter
 from typing import Any
 
 from ..core.binding_cache import Binding
@@ -177,8 +178,8 @@ _FIELDS = tuple(f.name for f in fields(Binding) if f.name != "home_address")
 _NAI = _FIELDS.index("nai")
 
 
-def _identity(binding: Binding) -> tuple:
-    return tuple(getattr(binding, name) for name in _FIELDS)
+# A tuple of each binding's fields but its home address (attrgetter: one C call).
+_identity: Callable[[Binding], tuple] = attrgetter(*_FIELDS)
 
 
 class BindingJournal:

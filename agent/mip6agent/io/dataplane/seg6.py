@@ -22,7 +22,7 @@ import errno
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 from .base import DataPlaneConfig, DataPlaneError, ReconcileReport
 from .common import (
@@ -48,6 +48,7 @@ from .netlink import (
 )
 
 log = logging.getLogger(__name__)
+_DX6 = Seg6LocalEncap(SEG6_LOCAL_ACTION_END_DX6, nh6=UNSPECIFIED)  # nh6 :: = route the inner dst
 
 
 class Seg6DataPlane(KernelBackend):
@@ -62,6 +63,7 @@ class Seg6DataPlane(KernelBackend):
         # route per registration made filling the table O(N^2) (bench/ha_rate.py).
         self._bound: dict[IPv6Address, tuple[IPv6Address, int]] | None = None
         self._reconciling = False
+        self._host_of_ha: IPv6Network | None = None  # host(ha_addr), for _view_complete
 
     # --- home agent fast path -----------------------------------------------------------
 
@@ -175,7 +177,7 @@ class Seg6DataPlane(KernelBackend):
         """``<own> [from <peer>] encap seg6local action End.DX6|End.DT6 ...`` in decap_table."""
         cfg = self.config
         if action == SEG6_LOCAL_ACTION_END_DX6:
-            encap = Seg6LocalEncap(action, nh6=UNSPECIFIED)  # nh6 :: = route the inner dst
+            encap = _DX6
         else:
             encap = Seg6LocalEncap(action, table=RT_TABLE_LOCAL)
         src = host(peer) if self._strict else None
@@ -311,12 +313,36 @@ class Seg6DataPlane(KernelBackend):
     def _view_complete(
         self, view: HaView, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home: int
     ) -> bool:
-        wanted = self._encap(hoa, RT_TABLE_MAIN, home, coa)
-        decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
+        """The tunnel route is exactly ``_encap(hoa, main, home, coa)`` and alone, the
+        decapsulation exactly ``_decap(ha_addr, coa, home, End.DX6)``, the proxy entry there.
+
+        Compared field by field: this runs for every binding at a restart, and building
+        the two wanted routes (three networks) cost more than the comparison itself.
+        """
+        cfg = self.config
+        routes = view.home_routes(hoa)  # main table, dst <hoa>/128
+        if len(routes) != 1:
+            return False
+        route = routes[0]
+        if not (
+            route.oif == home
+            and route.proto == cfg.proto
+            and route.metric == cfg.metric
+            and route.src is None
+            and route.encap == Seg6Encap((coa,))
+        ):
+            return False
+        own = self._host_of_ha
+        if own is None or own.network_address != ha_addr:
+            own = self._host_of_ha = host(ha_addr)
+        key = (own, host(coa) if self._strict else None, cfg.decap_table, cfg.metric)
+        decap = view.routes.get(key)
         return (
-            view.home_routes(hoa) == [wanted]
-            and view.routes.get(decap.key) == decap
-            and view.has_proxy(ProxyEntry(hoa, home, self.config.proto))
+            decap is not None
+            and decap.oif == home
+            and decap.proto == cfg.proto
+            and decap.encap == _DX6
+            and view.has_proxy(ProxyEntry(hoa, home, cfg.proto))
         )
 
     def _ha_install_many(
@@ -344,14 +370,18 @@ class Seg6DataPlane(KernelBackend):
         cfg = self.config
         coas = set(self._view_bindings(view).values())
         own = {r.dst for r in self._our_rules() if r.priority == cfg.ha_decap_pref}
-        for route in sorted(self._view_decaps(view), key=lambda r: str(r.key)):
+        unused = []
+        for route in self._view_decaps(view):
             if self._strict:
                 keep = route.src is not None and route.src.network_address in coas
             else:
                 keep = route.src is None and bool(coas)
             if not keep or route.dst not in own:
-                self._nl.delete_route(route, f"unused decapsulation at {route.dst}")
-                view.drop_route(route)
+                unused.append(route)
+        # Sorted for a repeatable order; only what goes (the key's text is slow to make).
+        for route in sorted(unused, key=lambda r: str(r.key)):
+            self._nl.delete_route(route, f"unused decapsulation at {route.dst}")
+            view.drop_route(route)
 
     def _ha_reconciled(self, view: HaView) -> None:
         links = self._view_links(view, {})
