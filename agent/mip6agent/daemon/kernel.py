@@ -120,24 +120,28 @@ def leave_old_links(
             continue
         ipr.route("del", dst="::/0", family=socket.AF_INET6, gateway=gateway, oif=index)
         done.append(f"default route via {gateway}")
-    done += _leave_old_prefix_routes(ipr, index, prefixes)
+    done += _leave_old_prefix_routes(ipr, index, prefixes, keep)
     return done
 
 
 def _leave_old_prefix_routes(
-    ipr: IPRoute, index: int, prefixes: tuple[IPv6Network, ...]
+    ipr: IPRoute, index: int, prefixes: tuple[IPv6Network, ...], keep: set[IPv6Address]
 ) -> list[str]:
     """On-link routes the kernel made from the old link's Prefix Information options.
 
     They outlive the addresses (the kernel removes a prefix route with its address only
     for permanent addresses) for the prefix's valid lifetime, a day by default: the old
     link's hosts, or the home agent after a visit home, would be looked for on this link.
-    A prefix still covering an address of the interface (a static one) stays.
+    A prefix still covering an address of the interface (a static one) stays; the home
+    addresses (``keep``) do not count: they leave the link next, and when SLAAC made the
+    home address (a home prefix plus the interface identifier) the kernel keeps the home
+    prefix's route after it, sending the Binding Update to the home agent out of this link.
     """
     done = []
     remaining = [
-        IPv6Address(m.get_attr("IFA_ADDRESS"))
+        address
         for m in ipr.get_addr(family=socket.AF_INET6, index=index)
+        if (address := IPv6Address(m.get_attr("IFA_ADDRESS"))) not in keep
     ]
     for route in ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE):
         if route["proto"] not in (RTPROT_KERNEL, RTPROT_RA) or route["dst_len"] == 0:
