@@ -518,3 +518,46 @@ def test_change_of_router_without_any_link_change(tmp_path: Path) -> None:
         w.tags["case"] = "change of router"
         for link in ("foreign1-b", "foreign1", "foreign1-b", "foreign1"):
             w.move(link, "ra-only")
+
+
+# --- the kernel side of leaving a link ------------------------------------------------------
+
+
+def test_leaving_a_link_drops_its_prefix_routes_even_with_a_slaac_home_address() -> None:
+    """kernel.leave_old_links then remove_from_links, as LeaveOldLinks and LeaveHomeLink run
+    when a node whose home address SLAAC made leaves home: the kernel keeps a dynamic
+    address's prefix route after the address; the agent must not (the BU to the home agent
+    would go out of the foreign link). Static addresses and their prefixes stay."""
+    from mip6agent.daemon import kernel
+
+    home = LINKS["home"].host(MN_SLAAC_ID)
+    static = IPv6Interface("2001:db8:9::1/64")
+    with Topology(mn_link="foreign1") as topo:
+        lifetimes = ("valid_lft", "3600", "preferred_lft", "3600", "nodad")
+        topo.ip("mn", "addr", "add", f"{home}/64", "dev", NODE_IFNAME, *lifetimes)
+        topo.ip("mn", "addr", "add", f"{link_of('foreign2').host(MN_SLAAC_ID)}/64", "dev",
+                NODE_IFNAME, *lifetimes)  # fmt: skip
+        topo.ip("mn", "addr", "add", str(static), "dev", NODE_IFNAME, "nodad")
+        errors: list[BaseException] = []
+
+        def leave() -> None:  # a thread of its own: kernel keeps one netlink socket per thread
+            try:
+                with topo.inside("mn"):
+                    done = kernel.leave_old_links(
+                        NODE_IFNAME, None, (LINKS["foreign1"].prefix,), {home}
+                    )
+                    kernel.remove_from_links(home)
+                assert "route 2001:db8:1::/64" in done and "route 2001:db8:3::/64" in done
+            except BaseException as exc:  # reported in the test's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=leave)
+        thread.start()
+        thread.join(timeout=30)
+        assert not errors, errors
+        routes = topo.ip("mn", "-6", "route", "show", "dev", NODE_IFNAME)
+        dsts = {line.split()[0] for line in routes.splitlines()}
+        assert "2001:db8:1::/64" not in dsts and "2001:db8:3::/64" not in dsts, routes
+        assert {"2001:db8:2::/64", str(static.network)} <= dsts, routes
+        left = {a.ip for a in _addresses(topo, NODE_IFNAME)}
+        assert left == {topo.mn_address("foreign1"), static.ip}, left
