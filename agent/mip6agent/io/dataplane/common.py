@@ -76,13 +76,14 @@ class HaView:
         return None
 
     def add_route(self, route: Route) -> None:
-        old = self.routes.get(route.key)
+        key = route.key  # made once: hashing its networks is most of the work here
+        old = self.routes.get(key)
         if old is not None:
             self.drop_route(old)
-        self.routes[route.key] = route
+        self.routes[key] = route
         hoa = self._home_key(route)
         if hoa is not None:
-            self._home.setdefault(hoa, {})[route.key] = route
+            self._home.setdefault(hoa, {})[key] = route
 
     def drop_route(self, route: Route) -> None:
         self.routes.pop(route.key, None)
@@ -476,11 +477,11 @@ class KernelBackend:
 
         Our copy of the local rule goes in first, so local delivery never pauses.
         """
-        self._nl.add_rule(
-            Rule(self.config.local_pref, RT_TABLE_LOCAL, self.config.proto),
-            "local-table rule at its new priority",
-        )
-        for rule in self._nl.rules():
+        rules = self._nl.rules()
+        ours = Rule(self.config.local_pref, RT_TABLE_LOCAL, self.config.proto)
+        if ours not in rules:  # no write when it is there (a restart)
+            self._nl.add_rule(ours, "local-table rule at its new priority")
+        for rule in rules:
             plain = rule.src is None and rule.dst is None and rule.ip_proto is None
             if rule.table == RT_TABLE_LOCAL and rule.priority == 0 and plain:
                 self._nl.delete_rule(rule, "local-table rule at priority 0")
@@ -539,7 +540,10 @@ def _check_unicast(address: IPv6Address, what: str) -> None:
     """Refuse what the kernel would accept but could never work as a tunnel end."""
     if not isinstance(address, IPv6Address):
         raise DataPlaneError("use", f"{what} {address!r}", "not an IPv6Address")
-    if address.is_unspecified or address.is_multicast or address.is_loopback:
+    # is_unspecified, is_multicast, is_loopback and is_link_local from the integer (the
+    # properties test network membership: slow for every binding of a restart).
+    value = int(address)
+    if value <= 1 or value >> 120 == 0xFF:
         raise DataPlaneError("use", f"{what} {address}", "not a unicast address")
-    if address.is_link_local:
+    if value >> 118 == 0xFE80 >> 6:
         raise DataPlaneError("use", f"{what} {address}", "a link-local address cannot be used")

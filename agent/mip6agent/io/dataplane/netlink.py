@@ -468,8 +468,14 @@ def _address(raw: bytes) -> IPv6Address:
     return IPv6Address(int.from_bytes(raw, "big"))
 
 
-def _prefix(raw: bytes, length: int) -> IPv6Network:
-    return IPv6Network((int.from_bytes(raw, "big"), length))
+def _prefix(raw: bytes, length: int, known: dict[tuple[bytes, int], IPv6Network]) -> IPv6Network:
+    """The network, shared with the routes of the same dump chunk that have it (every
+    decapsulation route of a home agent has its address)."""
+    key = (raw, length)
+    network = known.get(key)
+    if network is None:
+        network = known[key] = IPv6Network((int.from_bytes(raw, "big"), length))
+    return network
 
 
 def _messages(data: bytes, wanted: int) -> Iterator[tuple[int, int]]:
@@ -485,7 +491,9 @@ def _messages(data: bytes, wanted: int) -> Iterator[tuple[int, int]]:
         offset += (length + 3) & ~3
 
 
-def route_from_bytes(data: bytes, start: int, end: int) -> Route | None:
+def route_from_bytes(
+    data: bytes, start: int, end: int, known: dict[tuple[bytes, int], IPv6Network] | None = None
+) -> Route | None:
     """One RTM_NEWROUTE body (``data[start:end]``, after the nlmsghdr) as parse_route reads it."""
     family, dst_len, src_len, _tos, table, proto, _scope, _type, _flags = _RTMSG.unpack_from(
         data, start
@@ -512,17 +520,19 @@ def route_from_bytes(data: bytes, start: int, end: int) -> Route | None:
                 _U32.unpack_from(table_attr)[0] if table_attr is not None else None,
                 _address(nh6) if nh6 is not None else None,
             )
+    if known is None:
+        known = {}
     dst = attrs.get(RTA_DST)
     src = attrs.get(RTA_SRC) if src_len else None
     table_value = attrs.get(RTA_TABLE)
     oif = attrs.get(RTA_OIF)
     metric = attrs.get(RTA_PRIORITY)
     return Route(
-        dst=_prefix(dst, dst_len) if dst is not None else DEFAULT_ROUTE,
+        dst=_prefix(dst, dst_len, known) if dst is not None else DEFAULT_ROUTE,
         table=(_U32.unpack_from(table_value)[0] if table_value is not None else 0) or table,
         oif=_U32.unpack_from(oif)[0] if oif is not None else 0,
         proto=proto,
-        src=_prefix(src, src_len) if src is not None else None,
+        src=_prefix(src, src_len, known) if src is not None else None,
         metric=_U32.unpack_from(metric)[0] if metric is not None else 0,
         encap=encap,
     )
@@ -555,7 +565,8 @@ def proxy_from_bytes(data: bytes, start: int, end: int) -> ProxyEntry | None:
 
 def parse_routes(data: bytes) -> list[Route]:
     """The IPv6 routes among the messages of one dump chunk."""
-    found = (route_from_bytes(data, s, e) for s, e in _messages(data, RTM_NEWROUTE))
+    known: dict[tuple[bytes, int], IPv6Network] = {}
+    found = (route_from_bytes(data, s, e, known) for s, e in _messages(data, RTM_NEWROUTE))
     return [r for r in found if r is not None]
 
 
@@ -897,6 +908,12 @@ class Netlink:
                 "set", f"sysctl {name}", "called from another network namespace than the backend's"
             )
         path = os.path.join("/proc/sys", *parts)
+        try:
+            with open(path) as handle:
+                if handle.read().strip() == value:
+                    return  # already so: no write (every start sets the same values)
+        except OSError:
+            pass  # the write below says why
         try:
             with open(path, "w") as handle:
                 handle.write(value)

@@ -225,9 +225,10 @@ class Seg6DataPlane(KernelBackend):
         address takes over, and bindings made for the old one stop working.
         """
         cfg = self.config
+        ours = self._our_rules()
         others = {
             r.dst.network_address
-            for r in self._our_rules()
+            for r in ours
             if r.priority == cfg.ha_decap_pref and r.dst is not None
         } - {ha_addr}
         if others and self.ha_bindings():
@@ -239,8 +240,9 @@ class Seg6DataPlane(KernelBackend):
         self._set_tunsrc(ha_addr)
         self._ensure_local_rule_moved()
         wanted = self._decap_rule(cfg.ha_decap_pref, ha_addr)
-        self._nl.add_rule(wanted, f"decapsulation rule for {ha_addr}")
-        for rule in self._our_rules():
+        if wanted not in ours:  # no write when it is there (a restart)
+            self._nl.add_rule(wanted, f"decapsulation rule for {ha_addr}")
+        for rule in ours:
             if rule.priority == cfg.ha_decap_pref and rule != wanted:
                 self._nl.delete_rule(rule, f"stale decapsulation rule for {rule.dst}")
 
