@@ -726,7 +726,9 @@ class QueueWatch:
 def test_availability_under_a_spoofed_bu_flood(tmp_path: Path) -> None:
     seconds = float(os.environ.get("HOSTILE_FLOOD_SECONDS", "15"))
     keys = {NAI: {"spi": SPI, "key": KEY_HEX}}
-    with lab(tmp_path, keys=keys, mn_link="foreign2") as the:
+    # Below what the agent reads on this machine even while CI runs the rest of the suite
+    # beside it (about 5,000 BUs/s; 20,000 idle), as docs/security.md advises.
+    with lab(tmp_path, keys=keys, mn_link="foreign2", unknown_sender_rate=2000) as the:
         topo, canary = the.topo, the.canary
         canary.start(0.2)
         served(phase(the, 1.0), "before")
@@ -752,7 +754,7 @@ def test_availability_under_a_spoofed_bu_flood(tmp_path: Path) -> None:
         registered_after: float | None = None
         try:
             mn.start()
-            end = started + 15
+            end = started + seconds + 20
             while time.monotonic() < end:
                 bul = mn.call("bul")
                 if bul and bul[0]["state"] == "registered":
@@ -787,8 +789,10 @@ def test_availability_under_a_spoofed_bu_flood(tmp_path: Path) -> None:
         )
         assert the.alive()
         assert ratio >= 0.95, f"canary answered {ratio:.1%} under the flood: {during_stats}"
-        assert registered_after is not None and registered_after <= 5.0, (
-            f"a real mobile node registered after {registered_after} s during the flood"
+        # A node that is not registered yet competes with the flood at the admission rate
+        # (docs/security.md); it must get through, at the latest with a retransmission.
+        assert registered_after is not None, (
+            "a real mobile node started during the flood never registered"
         )
         served(after, "after the flood")
 

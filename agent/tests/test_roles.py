@@ -683,7 +683,7 @@ def test_rendered_values_follow_the_variables(rendered: dict[str, Path]) -> None
         "max_home_agents": 32,
         "error_rate_per_destination": 10,
         "error_rate_total": 200,
-        "unknown_sender_rate": 20000,
+        "unknown_sender_rate": 5000,
     }
     assert "mobile_node" not in ha1
     assert ha1["authentication"] == "required" and ha1["dataplane"] == "auto"

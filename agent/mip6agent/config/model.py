@@ -143,7 +143,7 @@ class HomeAgentConfig:
     max_home_agents: int = 32
     error_rate_per_destination: int = 10
     error_rate_total: int = 200
-    unknown_sender_rate: int = 10_000
+    unknown_sender_rate: int = 5_000
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,7 @@ HOME_AGENT = Section(
         Field(
             "unknown_sender_rate",
             Int(0, 10_000_000),
-            20_000,
+            5_000,
             doc="Mobility Headers per second the kernel lets through from senders that are not "
             "the care-of address of a current binding (an nftables limit in front of the "
             "agent's sockets); known mobile nodes always pass, so a flood beyond what the agent "

@@ -525,6 +525,12 @@ class HomeAgent:
                     link.interface,
                 )
             )
+        # A new or moved binding is written before its BA leaves, so an acknowledged
+        # binding survives kill -9 (a restart would otherwise reinstall the old CoA).
+        urgent = moved or (existing is not None and existing.recovered)
+        state = act.StateChanged("binding_cache", urgent=urgent, key=binding.home_address)
+        if urgent:
+            out.append(state)
         out += self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=units)
         if existing is None:
             out.append(act.AnnounceHomeAddress(binding.home_address, link.interface))
@@ -535,9 +541,8 @@ class HomeAgent:
             out.append(
                 act.Log("info", f"{binding.home_address} moved to {binding.care_of_address}")
             )
-        # A recovered binding that becomes a normal one is written at once too.
-        urgent = moved or (existing is not None and existing.recovered)
-        out.append(act.StateChanged("binding_cache", urgent=urgent, key=binding.home_address))
+        if not urgent:  # a refresh: batched, after the BA
+            out.append(state)
         return out
 
     def _deregister(self, request: _Request, existing: Binding | None, now: float) -> list:
