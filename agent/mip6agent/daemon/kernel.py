@@ -10,6 +10,7 @@ import socket
 import struct
 import threading
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -97,73 +98,84 @@ def leave_old_links(
 ) -> list[str]:
     """Delete autoconfigured addresses outside ``prefixes``, RA default routes through
     other routers and the old links' on-link prefix routes. Static (permanent) addresses,
-    their prefixes and ``keep`` are left alone."""
+    their prefixes and ``keep`` are left alone. One dump of addresses, one of routes: this
+    runs before the Binding Update of a handover."""
     done = []
     ipr = _ipr()
     index = _index(ipr, ifname)
+    remaining = []  # addresses that stay, the home addresses (``keep``) not counted
     for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
-        if msg["scope"] != RT_SCOPE_UNIVERSE:
-            continue
         address = IPv6Address(msg.get_attr("IFA_ADDRESS"))
+        if address in keep:
+            continue
         flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-        if flags & IFA_F_PERMANENT or address in keep or any(address in p for p in prefixes):
+        if (
+            msg["scope"] != RT_SCOPE_UNIVERSE
+            or flags & IFA_F_PERMANENT
+            or any(address in p for p in prefixes)
+        ):
+            remaining.append(address)
             continue
         ipr.addr("del", index=index, address=str(address), prefixlen=msg["prefixlen"])
         done.append(f"address {address}")
     for route in ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE):
-        if route["proto"] != RTPROT_RA or route["dst_len"] != 0:
-            continue
         if route.get_attr("RTA_OIF") != index:
             continue
-        gateway = route.get_attr("RTA_GATEWAY")
-        if router is not None and gateway is not None and IPv6Address(gateway) == router:
-            continue
-        ipr.route("del", dst="::/0", family=socket.AF_INET6, gateway=gateway, oif=index)
-        done.append(f"default route via {gateway}")
-    done += _leave_old_prefix_routes(ipr, index, prefixes, keep)
+        if route["dst_len"] == 0:
+            done += _leave_default_route(ipr, index, route, router)
+        else:
+            done += _leave_prefix_route(ipr, index, route, prefixes, remaining)
     return done
 
 
-def _leave_old_prefix_routes(
-    ipr: IPRoute, index: int, prefixes: tuple[IPv6Network, ...], keep: set[IPv6Address]
+def _leave_default_route(
+    ipr: IPRoute, index: int, route: Any, router: IPv6Address | None
 ) -> list[str]:
-    """On-link routes the kernel made from the old link's Prefix Information options.
+    if route["proto"] != RTPROT_RA:
+        return []
+    gateway = route.get_attr("RTA_GATEWAY")
+    if router is not None and gateway is not None and IPv6Address(gateway) == router:
+        return []
+    ipr.route("del", dst="::/0", family=socket.AF_INET6, gateway=gateway, oif=index)
+    return [f"default route via {gateway}"]
 
-    They outlive the addresses (the kernel removes a prefix route with its address only
-    for permanent addresses) for the prefix's valid lifetime, a day by default: the old
-    link's hosts, or the home agent after a visit home, would be looked for on this link.
-    A prefix still covering an address of the interface (a static one) stays; the home
-    addresses (``keep``) do not count: they leave the link next, and when SLAAC made the
-    home address (a home prefix plus the interface identifier) the kernel keeps the home
+
+def _leave_prefix_route(
+    ipr: IPRoute,
+    index: int,
+    route: Any,
+    prefixes: tuple[IPv6Network, ...],
+    remaining: list[IPv6Address],
+) -> list[str]:
+    """An on-link route the kernel made from the old link's Prefix Information options.
+
+    Such routes outlive the addresses (the kernel removes a prefix route with its address
+    only for permanent addresses) for the prefix's valid lifetime, a day by default: the
+    old link's hosts, or the home agent after a visit home, would be looked for on this
+    link. A prefix still covering an address of the interface (a static one) stays; the
+    home addresses do not count: they leave the link next, and when SLAAC made the home
+    address (a home prefix plus the interface identifier) the kernel keeps the home
     prefix's route after it, sending the Binding Update to the home agent out of this link.
     """
-    done = []
-    remaining = [
-        address
-        for m in ipr.get_addr(family=socket.AF_INET6, index=index)
-        if (address := IPv6Address(m.get_attr("IFA_ADDRESS"))) not in keep
-    ]
-    for route in ipr.get_routes(family=socket.AF_INET6, table=MAIN_TABLE):
-        if route["proto"] not in (RTPROT_KERNEL, RTPROT_RA) or route["dst_len"] == 0:
-            continue
-        if route.get_attr("RTA_OIF") != index or route.get_attr("RTA_GATEWAY") is not None:
-            continue
-        if route.get_attr("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
-            continue
-        dst = IPv6Network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}")
-        if dst.is_link_local or dst.is_multicast or any(dst.overlaps(p) for p in prefixes):
-            continue
-        if any(address in dst for address in remaining):
-            continue
-        ipr.route(
-            "del",
-            dst=str(dst),
-            family=socket.AF_INET6,
-            oif=index,
-            priority=route.get_attr("RTA_PRIORITY"),
-        )
-        done.append(f"route {dst}")
-    return done
+    if route["proto"] not in (RTPROT_KERNEL, RTPROT_RA):
+        return []
+    if route.get_attr("RTA_GATEWAY") is not None:
+        return []
+    if route.get_attr("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
+        return []
+    dst = IPv6Network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}")
+    if dst.is_link_local or dst.is_multicast or any(dst.overlaps(p) for p in prefixes):
+        return []
+    if any(address in dst for address in remaining):
+        return []
+    ipr.route(
+        "del",
+        dst=str(dst),
+        family=socket.AF_INET6,
+        oif=index,
+        priority=route.get_attr("RTA_PRIORITY"),
+    )
+    return [f"route {dst}"]
 
 
 def enable_optimistic_dad(ifname: str) -> None:
