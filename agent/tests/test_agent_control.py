@@ -275,6 +275,11 @@ def test_kernel_admission_follows_the_bindings(tmp_path: Path) -> None:
             deadline=20,
             what="a refresh admitted as known",
         )
+        # A reload with another rate makes the table anew: the set is filled again.
+        ha.call("set-config", config={"home_agent": {"unknown_sender_rate": 70}}, merge=True)
+        chain = topo.run("ha", "nft", "list", "chain", "inet", "mip6agent", "input").stdout
+        assert "limit rate over 70/second" in chain
+        wait_until(lambda: _known_senders(topo) == {str(topo.coa)}, what="the set refilled")
         mn.call("clear-bul")  # deregisters
         wait_until(lambda: binding_coa(ha) is None, what="deregistration")
         wait_until(lambda: _known_senders(topo) == set(), what="the CoA out of the set")

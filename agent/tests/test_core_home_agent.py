@@ -450,3 +450,25 @@ def test_correspondent_binding_errors_are_rate_limited_and_never_to_multicast() 
     )
     assert sent(cn.receive(spoofed, T0 + 2)) == []
     assert cn.counters["reply_suppressed"] == 1
+
+
+def test_binding_cache_reports_care_of_addresses_that_come_and_go() -> None:
+    from mip6agent.core.binding_cache import Binding, BindingCache
+
+    def binding(home: str, coa: str) -> Binding:
+        return Binding(
+            IPv6Address(home), IPv6Address(coa), HA, "home0", 1, 60, T0 + 60, 0, None, T0
+        )
+
+    cache = BindingCache()
+    c1, c2 = IPv6Address("2001:db8:2::7"), IPv6Address("2001:db8:3::7")
+    cache.put(binding("2001:db8:1::100", str(c1)))
+    cache.put(binding("2001:db8:1::101", str(c1)))  # a second binding on the same CoA
+    assert cache.take_care_of_changes() == {c1} and cache.take_care_of_changes() == set()
+    cache.remove(IPv6Address("2001:db8:1::100"))
+    assert cache.take_care_of_changes() == set() and cache.has_care_of(c1)
+    cache.put(binding("2001:db8:1::101", str(c2)))  # the last one on c1 moves to c2
+    assert cache.take_care_of_changes() == {c1, c2}
+    assert not cache.has_care_of(c1) and cache.care_of_addresses() == {c2}
+    assert [b.home_address for b in cache.pop_expired(T0 + 61)] == [IPv6Address("2001:db8:1::101")]
+    assert cache.take_care_of_changes() == {c2} and cache.care_of_addresses() == set()

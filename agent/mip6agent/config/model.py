@@ -137,13 +137,13 @@ class HomeAgentConfig:
     dad: bool
     sequence_window: int
     replay_window: float
-    max_bindings: int = 1_000_000
-    max_bindings_per_nai: int = 16
-    max_pending_dad: int = 256
-    max_home_agents: int = 32
-    error_rate_per_destination: int = 10
-    error_rate_total: int = 200
-    unknown_sender_rate: int = 5_000
+    max_bindings: int
+    max_bindings_per_nai: int
+    max_pending_dad: int
+    max_home_agents: int
+    error_rate_per_destination: int
+    error_rate_total: int
+    unknown_sender_rate: int
 
 
 @dataclass(frozen=True)

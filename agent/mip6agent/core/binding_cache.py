@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from socket import AF_INET6, inet_pton
@@ -139,18 +139,33 @@ class BindingCache:
         self._entries: dict[IPv6Address, Binding] = {}
         self._expiry: list[tuple[float, IPv6Address]] = []
         self._per_nai: dict[str, int] = {}  # bindings per MN identifier, for the per-key cap
+        # Bindings per care-of address, and the CoAs whose count went to or from zero since
+        # take_care_of_changes(): the I/O layer keeps a kernel set of them up to date.
+        self._per_coa: dict[IPv6Address, int] = {}
+        self._coa_changes: set[IPv6Address] = set()
 
     def count_for(self, nai: str | None) -> int:
         return self._per_nai.get(nai, 0) if nai is not None else 0
 
-    def _count(self, nai: str | None, delta: int) -> None:
-        if nai is None:
-            return
-        left = self._per_nai.get(nai, 0) + delta
-        if left > 0:
-            self._per_nai[nai] = left
-        else:
-            self._per_nai.pop(nai, None)
+    def has_care_of(self, address: IPv6Address) -> bool:
+        return address in self._per_coa
+
+    def care_of_addresses(self) -> set[IPv6Address]:
+        return set(self._per_coa)
+
+    def mark_care_of_changed(self, addresses: Iterable[IPv6Address]) -> None:
+        """Report ``addresses`` again (the kernel's copy of the set is to be rebuilt)."""
+        self._coa_changes.update(addresses)
+
+    def take_care_of_changes(self) -> set[IPv6Address]:
+        changes, self._coa_changes = self._coa_changes, set()
+        return changes
+
+    def _count(self, binding: Binding, delta: int) -> None:
+        if binding.nai is not None:
+            _add(self._per_nai, binding.nai, delta)
+        if _add(self._per_coa, binding.care_of_address, delta):
+            self._coa_changes.add(binding.care_of_address)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -167,8 +182,8 @@ class BindingCache:
     def put(self, binding: Binding) -> None:
         old = self._entries.get(binding.home_address)
         if old is not None:
-            self._count(old.nai, -1)
-        self._count(binding.nai, 1)
+            self._count(old, -1)
+        self._count(binding, 1)
         self._entries[binding.home_address] = binding
         heapq.heappush(self._expiry, (binding.expires, binding.home_address))
 
@@ -176,7 +191,7 @@ class BindingCache:
         # The heap entry stays behind; pop_expired skips entries that no longer match.
         gone = self._entries.pop(home_address, None)
         if gone is not None:
-            self._count(gone.nai, -1)
+            self._count(gone, -1)
         return gone
 
     def next_expiry(self) -> float | None:
@@ -195,7 +210,7 @@ class BindingCache:
             entry = self._entries.get(home)
             if entry is not None and entry.expires == expires:
                 del self._entries[home]
-                self._count(entry.nai, -1)
+                self._count(entry, -1)
                 gone.append(entry)
         return gone
 
@@ -204,4 +219,17 @@ class BindingCache:
         self._entries.clear()
         self._expiry.clear()
         self._per_nai.clear()
+        self._coa_changes.update(self._per_coa)
+        self._per_coa.clear()
         return gone
+
+
+def _add(counts: dict, key: object, delta: int) -> bool:
+    """Change ``counts[key]`` by ``delta`` (gone at zero); True if it came or went."""
+    before = counts.get(key, 0)
+    after = before + delta
+    if after > 0:
+        counts[key] = after
+    else:
+        counts.pop(key, None)
+    return (before > 0) != (after > 0)

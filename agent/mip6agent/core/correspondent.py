@@ -7,7 +7,6 @@ Error status 2; a Home Address option with no binding behind it gets status 1.
 from __future__ import annotations
 
 from ..wire import Packet
-from ..wire.addresses import unicast_problem
 from ..wire.constants import IPPROTO_MH, BEStatus, MHType
 from .binding_error import binding_error
 from .counters import Counters
@@ -25,11 +24,9 @@ class Correspondent:
         self.limiter = limiter if limiter is not None else ReplyLimiter(10, 200)
 
     def _error(self, packet: Packet, status: int, now: float) -> list:
-        if unicast_problem(packet.src) is not None:
-            self.counters.add("reply_suppressed")
-            return []
-        if not self.limiter.allow(packet.src, now):
-            self.counters.add("reply_rate_limited")
+        refused = self.limiter.refusal(packet.src, now)
+        if refused is not None:
+            self.counters.add(refused)
             return []
         return [binding_error(packet, status, self.counters)]
 

@@ -28,7 +28,7 @@ from ..wire import (
     UnknownMessage,
     build_packet,
 )
-from ..wire.addresses import anycast_in_prefix, home_agents_anycast, unicast_problem
+from ..wire.addresses import anycast_in_prefix, unicast_problem
 from ..wire.constants import (
     BU_FLAG_A,
     BU_FLAG_H,
@@ -95,11 +95,10 @@ class HomeAgentSettings:
     def addresses(self) -> tuple[IPv6Address, ...]:
         return tuple(link.address for link in self.links)
 
-    def anycast_addresses(self) -> frozenset[IPv6Address]:
-        return frozenset(home_agents_anycast(p) for link in self.links for p in link.prefixes)
-
     def care_of_problem(self, address: IPv6Address) -> str | None:
-        """Why ``address`` cannot be a care-of address at this home agent, if it cannot."""
+        """Why ``address`` cannot be a care-of address at this home agent, if it cannot.
+
+        The Home-Agents and subnet-router anycast addresses are inside a home prefix."""
         problem = unicast_problem(address)
         if problem:
             return problem
@@ -169,7 +168,6 @@ class HomeAgent:
         self.home_agents = HomeAgentList(settings.max_home_agents)
         self.replay = ReplayGuard(settings.replay_window)
         self.limiter = ReplyLimiter(settings.error_rate_per_destination, settings.error_rate_total)
-        self._anycast = settings.anycast_addresses()
         self._pending: dict[IPv6Address, _Pending] = {}
         self._auth_failures: dict[str, float] = {}  # NAI with a key -> last failure
 
@@ -261,7 +259,6 @@ class HomeAgent:
         self.replay.window = settings.replay_window
         self.limiter.reconfigure(settings.error_rate_per_destination, settings.error_rate_total)
         self.home_agents.max_entries = settings.max_home_agents
-        self._anycast = settings.anycast_addresses()
         out: list = []
         new_prefixes = {p for link in settings.links for p in link.prefixes}
         if new_prefixes != old_prefixes:
@@ -378,8 +375,9 @@ class HomeAgent:
             problem = f"home address {home} {problem}"
         elif request.at_home:
             # Back home the source is the home address itself, or any usable unicast one.
-            if unicast_problem(packet.src) is not None:
-                problem = f"source {packet.src} {unicast_problem(packet.src)}"
+            source_problem = unicast_problem(packet.src)
+            if source_problem is not None:
+                problem = f"source {packet.src} {source_problem}"
         else:
             problem = self._care_of_problem(packet.src, "source")
             if problem is None and alternate is not None:
@@ -461,8 +459,6 @@ class HomeAgent:
 
     def _care_of_problem(self, address: IPv6Address, what: str) -> str | None:
         problem = self.settings.care_of_problem(address)
-        if problem is None and address in self._anycast:
-            problem = "is the Home-Agents anycast address"
         return None if problem is None else f"{what} {address} {problem}"
 
     def _limit_problem(self, request: _Request, replacing: bool = False) -> str | None:
@@ -648,17 +644,13 @@ class HomeAgent:
 
     def _may_answer(self, destination: IPv6Address, now: float) -> bool:
         """Replies a sender can trigger without a key: a sane destination, rate-limited."""
-        if (
-            unicast_problem(destination) is not None
-            or destination in self.settings.addresses
-            or self.settings.home_address_problem(destination) is not None  # anycast
-        ):
+        if self.settings.home_address_problem(destination) is not None:  # ours, anycast
             self.counters.add("reply_suppressed")
             return False
-        if not self.limiter.allow(destination, now):
-            self.counters.add("reply_rate_limited")
-            return False
-        return True
+        refused = self.limiter.refusal(destination, now)
+        if refused is not None:
+            self.counters.add(refused)
+        return refused is None
 
     def _send_to_mn(
         self, src: IPv6Address, coa: IPv6Address, home: IPv6Address, message

@@ -11,6 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from ..wire.addresses import unicast_problem
+
 MAX_DESTINATIONS = 4096  # buckets kept; the least recently used one goes first
 
 
@@ -60,6 +62,13 @@ class ReplyLimiter:
             self._buckets.move_to_end(destination)
         # Per destination first: a flood at one victim must not use up everyone's budget.
         return bucket.take(now) and self._total.take(now)
+
+    def refusal(self, destination: IPv6Address, now: float) -> str | None:
+        """None if a reply may go to ``destination`` now, else the counter that says why:
+        ``reply_suppressed`` (not a unicast address) or ``reply_rate_limited``."""
+        if unicast_problem(destination) is not None:
+            return "reply_suppressed"
+        return None if self.allow(destination, now) else "reply_rate_limited"
 
     def reconfigure(self, per_destination: float, total: float) -> None:
         self.per_destination, self.total = per_destination, total

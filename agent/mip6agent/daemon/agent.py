@@ -73,14 +73,6 @@ class AgentError(Exception):
     """A start-up failure with a message for the operator; the agent exits non-zero."""
 
 
-class DADStartError(Exception):
-    """DAD could not start; ``actions`` are the core's answer (a BA with status 130)."""
-
-    def __init__(self, actions: list) -> None:
-        super().__init__("DAD could not start")
-        self.actions = actions
-
-
 class Agent:
     def __init__(self, config: AgentConfig, config_path: str | None = None) -> None:
         self.config = config
@@ -210,8 +202,11 @@ class Agent:
         self._known_timer = None
         if not isinstance(self.core, HomeAgent):
             return
-        wanted = {str(b.care_of_address) for b in self.core.cache}
-        add, remove = sorted(wanted - self._known), sorted(self._known - wanted)
+        cache = self.core.cache
+        # Only the CoAs whose bindings came or went: no walk over the cache per change.
+        changed = {str(c) for c in cache.take_care_of_changes()}
+        wanted = {c for c in changed if cache.has_care_of(IPv6Address(c))}
+        add, remove = sorted(wanted - self._known), sorted((changed - wanted) & self._known)
         if not add and not remove:
             return
         try:
@@ -219,10 +214,13 @@ class Agent:
         except nft.NftError as exc:
             self.agent_counters["known_senders_failed"] += 1
             log.error("known senders not updated: %s", exc, extra={"mip6_kind": "nft"})
+            # Start again from what the kernel holds, against every CoA in the cache.
             self._known = await self.kernel(nft.known_senders)
-            self._known_senders_changed()  # try again
+            cache.mark_care_of_changed(cache.care_of_addresses())
+            cache.mark_care_of_changed(IPv6Address(c) for c in self._known)
+            self._known_senders_changed()
             return
-        self._known = wanted
+        self._known = (self._known | wanted) - set(remove)
 
     async def _build_core(self) -> HomeAgent | MobileNode | Correspondent:
         if self.config.role == "ha":
@@ -456,8 +454,6 @@ class Agent:
                         await self._do(action)
                     except asyncio.CancelledError:
                         raise
-                    except DADStartError as exc:
-                        self.feed(exc.actions)
                     except Exception as exc:  # the loop must outlive any action
                         name = type(action).__name__
                         self.agent_counters[f"action_failed.{name}"] += 1
@@ -519,9 +515,7 @@ class Agent:
                 assert isinstance(self.core, HomeAgent)
                 with contextlib.suppress(OSError, TransportError):
                     transport.leave_solicited_node(action.address, index)
-                raise DADStartError(
-                    self.core.dad_unavailable(action.address, str(exc), time.time())
-                ) from None
+                self.feed(self.core.dad_unavailable(action.address, str(exc), time.time()))
         elif isinstance(action, act.StopDAD):
             transport.leave_solicited_node(action.address, socket.if_nametoindex(action.interface))
         elif isinstance(action, act.InstallBinding):
@@ -632,6 +626,8 @@ class Agent:
             except nft.NftError as exc:
                 log.error("admission limit not changed: %s", exc)
             self._known = set()
+            if isinstance(self.core, HomeAgent):
+                self.core.cache.mark_care_of_changed(self.core.cache.care_of_addresses())
             self._known_senders_changed()
         self.config_generation += 1
         self.last_reload = {"time": round(now, 3), "generation": self.config_generation, **changes}

@@ -296,6 +296,17 @@ class KernelBackend:
     ) -> bool:
         raise NotImplementedError
 
+    def _view_replace_home_route(
+        self, view: HaView, hoa: IPv6Address, coa: IPv6Address, route: Route
+    ) -> None:
+        """Install the HoA's tunnel route and drop any other route for it, kernel and view."""
+        self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
+        for stale in view.home_routes(hoa):
+            if stale.key != route.key:
+                self._nl.delete_route(stale, f"duplicate route for {hoa}")
+                view.drop_route(stale)
+        view.add_route(route)
+
     def _ha_install_many(
         self,
         items: list[tuple[IPv6Address, IPv6Address]],

@@ -214,12 +214,7 @@ class Ip6tnlDataPlane(KernelBackend):
             route = Route(
                 host(hoa), RT_TABLE_MAIN, devices[coa].index, cfg.proto, metric=cfg.metric
             )
-            self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
-            for stale in view.home_routes(hoa):
-                if stale.key != route.key:
-                    self._nl.delete_route(stale, f"duplicate route for {hoa}")
-                    view.drop_route(stale)
-            view.add_route(route)
+            self._view_replace_home_route(view, hoa, coa, route)
 
     def _ha_collect_garbage_in(self, view: HaView) -> None:
         used = {r.oif for r in view.routes.values()}

@@ -359,13 +359,9 @@ class Seg6DataPlane(KernelBackend):
             decap = self._decap(ha_addr, coa, home, SEG6_LOCAL_ACTION_END_DX6)
             if view.routes.get(decap.key) != decap:
                 view.add_route(self._install_decap(decap, f"decapsulation of {coa} -> {ha_addr}"))
-            route = self._encap(hoa, RT_TABLE_MAIN, home, coa)
-            self._nl.replace_route(route, f"tunnel route {hoa} -> {coa}")
-            for stale in view.home_routes(hoa):
-                if stale.key != route.key:
-                    self._nl.delete_route(stale, f"duplicate route for {hoa}")
-                    view.drop_route(stale)
-            view.add_route(route)
+            self._view_replace_home_route(
+                view, hoa, coa, self._encap(hoa, RT_TABLE_MAIN, home, coa)
+            )
 
     def _ha_collect_garbage_in(self, view: HaView) -> None:
         """As _ha_collect_garbage, with the CoAs and decapsulations of the picture."""
