@@ -142,6 +142,32 @@ class Log:
         return self.message % self.args if self.args else self.message
 
 
+@dataclass(frozen=True, slots=True)
+class InstallCorrespondentBinding:
+    """Route optimisation between ``home_address`` (at ``care_of_address``) and
+    ``correspondent`` (RFC 6275 9.3, 11.3.1).
+
+    On a correspondent node: packets to the home address go to the care-of address with a
+    Type 2 Routing Header, and packets from the care-of address with a Home Address option
+    naming the home address are accepted. On a mobile node: packets from the home address
+    to the correspondent leave from the care-of address with a Home Address option, and
+    its packets with a Type 2 Routing Header are accepted. Installing again replaces the
+    care-of address.
+    """
+
+    home_address: IPv6Address
+    care_of_address: IPv6Address
+    correspondent: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveCorrespondentBinding:
+    """Undo :class:`InstallCorrespondentBinding`: traffic goes through the home agent again."""
+
+    home_address: IPv6Address
+    correspondent: IPv6Address
+
+
 Action = (
     SendPacket
     | InstallBinding
@@ -157,4 +183,6 @@ Action = (
     | LeaveOldLinks
     | StateChanged
     | Log
+    | InstallCorrespondentBinding
+    | RemoveCorrespondentBinding
 )
