@@ -75,3 +75,15 @@ def sent(actions: list) -> list[wire.Packet]:
 
 def of_type(actions: list, kind: type) -> list:
     return [a for a in actions if isinstance(a, kind)]
+
+
+def signed_ba(
+    ba: wire.BindingAck, key: bytes, care_of: IPv6Address, cn: IPv6Address
+) -> wire.BindingAck:
+    """``ba`` with a BAD option whose authenticator is computed here."""
+    placeholder = wire.BindingAuthorizationData(bytes(12))
+    draft = wire.BindingAck(ba.status, ba.flags, ba.sequence, ba.lifetime, [placeholder])
+    mac = authenticator(key, care_of, cn, wire.encode_mh(draft))
+    return wire.BindingAck(
+        ba.status, ba.flags, ba.sequence, ba.lifetime, [wire.BindingAuthorizationData(mac)]
+    )
