@@ -165,6 +165,7 @@ class MobileSide:
         flags: int = BU_FLAG_A,
         sequence: int | None = None,
         from_home: bool = False,
+        sign_with: IPv6Address | None = None,
     ) -> tuple[wire.Packet, bytes]:
         if sequence is None:
             self.sequence += 1
@@ -172,7 +173,9 @@ class MobileSide:
         key = ref.kbm(hot.token, cot.token if cot is not None else None)
         indices = wire.NonceIndices(hot.nonce_index, cot.nonce_index if cot else 0)
         src = self.home if from_home else self.care_of
-        bu = ref.signed_bu(wire.BindingUpdate(sequence, flags, lifetime, [indices]), key, src, CN)
+        signer = sign_with or src
+        bu = wire.BindingUpdate(sequence, flags, lifetime, [indices])
+        bu = ref.signed_bu(bu, key, signer, CN)
         home = None if from_home else self.home
         return wire.parse_packet(wire.build_packet(src, CN, bu, home_address=home)), key
 
@@ -337,6 +340,25 @@ def test_deregistration_uses_the_home_token_only_and_blocks_replays() -> None:
     assert sent(cn.receive(register, T0 + 241))[0].payload.status == BAStatus.EXPIRED_NONCES
 
 
+@pytest.mark.parametrize("signer", [HOA, COA])
+def test_deregistration_from_a_care_of_address(signer: IPv6Address) -> None:
+    """Lifetime 0 sent from the CoA: 6.2.7 signs it with the home address as "care-of
+    address", UMIP with the CoA it came from; both are taken, the BA signed alike."""
+    cn = correspondent()
+    mn = MobileSide(cn)
+    hot, cot = mn.hot(T0), mn.cot(T0)
+    cn.receive(mn.bu(hot, cot)[0], T0)
+    packet, key = mn.bu(hot, None, lifetime=0, sign_with=signer)
+    out = cn.receive(packet, T0 + 1)
+    [ba] = sent(out)
+    assert ba.payload.status == 0 and ref.bad_ok(key, signer, CN, ba.payload_bytes)
+    assert (ba.dst, ba.routing_header_type2.home_address) == (COA, HOA)
+    assert cn.bindings == {} and of_type(out, act.RemoveCorrespondentBinding)
+    other = IPv6Address("2001:db8:9::1")
+    packet, _ = mn.bu(hot, None, lifetime=0, sign_with=other)
+    assert sent(cn.receive(packet, T0 + 2)) == []
+
+
 def test_deregistration_with_a_care_of_token_key_fails() -> None:
     """Lifetime 0: a Kbm that includes a care-of token is not the RFC's; dropped."""
     cn = correspondent()
@@ -438,6 +460,14 @@ def test_route_optimization_off_keeps_binding_errors() -> None:
     data = wire.parse_packet(wire.build_packet(HOA, CN, wire.HomeTestInit(bytes(8))))
     [be] = sent(cn.receive(data, T0))
     assert be.payload.status == BEStatus.UNRECOGNIZED_MH_TYPE
+
+
+def test_route_optimization_off_draws_no_randomness() -> None:
+    randomness = ref.Randomness()
+    cn = Correspondent(random_bytes=randomness)
+    for message in (wire.HomeTestInit(bytes(8)), wire.BindingUpdate(1, BU_FLAG_A, 10)):
+        cn.receive(wire.parse_packet(wire.build_packet(HOA, CN, message)), T0)
+    assert randomness.given == [] and cn.get_timer() is None
 
 
 def test_switching_route_optimization_off_removes_bindings() -> None:

@@ -259,6 +259,15 @@ class Correspondent:
         careof_token = careof_nonce.token(care_of, CAREOF_TOKEN) if careof_nonce else None
         kbm = binding_key(home_token, careof_token)
         problem = authorization_problem(packet.payload_bytes, kbm, care_of, ours)
+        # 6.2.7 signs a deregistration with the home address as "care-of address"; UMIP
+        # signs one sent from a care-of address with that address: both are taken.
+        if (
+            problem is not None
+            and deregister
+            and care_of != home
+            and authorization_problem(packet.payload_bytes, kbm, home, ours) is None
+        ):
+            problem, care_of = None, home
         if problem is not None:
             self.counters.add("rr_auth_failed")
             return [
