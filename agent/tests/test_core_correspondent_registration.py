@@ -376,6 +376,31 @@ def test_without_the_a_bit_the_binding_counts_once_sent() -> None:
     assert net.mn.state == "bound" and (HOA, CN) in net.cn.bindings
 
 
+def test_without_the_a_bit_deregistration_is_done_once_sent() -> None:
+    net = Exchange(ack=False)
+    net.deliver(net.mn.away(COA, T0), T0)
+    net.deliver(net.mn.home(T0 + 10), T0 + 10)
+    assert kinds(net.take_log())[-1] == "BindingUpdate"
+    assert net.mn.state == "idle" and net.mn.get_timer() is None and net.cn.bindings == {}
+
+
+def test_leaving_home_during_a_hold_registers_afterwards() -> None:
+    """Home, then away again while held: the hold's end registers, not deregisters."""
+    net = Exchange()
+    net.deliver(net.mn.away(COA, T0), T0)
+    net.drop = lambda p: True  # the correspondent is unreachable for a while
+    net.deliver(net.mn.home(T0 + 300), T0 + 300)  # HoTI for the deregistration, unanswered
+    net.run_timers(T0 + 400)
+    assert net.mn.state == "held"
+    assert net.mn.away(COA2, T0 + 401) == []
+    net.drop = lambda p: False
+    net.take_log()
+    net.run_timers(T0 + 500)
+    bus = [p for p in net.take_log() if isinstance(p.payload, wire.BindingUpdate)]
+    assert bus and bus[-1].payload.lifetime > 0 and bus[-1].home_address_option == HOA
+    assert net.mn.state == "bound" and net.cn.bindings[(HOA, CN)].care_of_address == COA2
+
+
 def test_stop_goes_back_to_the_tunnel_quietly() -> None:
     net = Exchange()
     net.deliver(net.mn.away(COA, T0), T0)

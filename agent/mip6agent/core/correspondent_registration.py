@@ -161,11 +161,11 @@ class CorrespondentRegistration:
         self.home_expires = home_expires
         moved = care_of_address != self.care_of_address
         self.care_of_address = care_of_address
+        was_deregistering, self.deregistering = self.deregistering, False
         if self.state == "held":
             return []  # the hold timer starts over from wherever we are by then
-        if not moved and not self.deregistering and self.state != "idle":
+        if not moved and not was_deregistering and self.state != "idle":
             return []
-        self.deregistering = False
         out = self._uninstall()
         return out + self._run(now)
 
@@ -261,7 +261,11 @@ class CorrespondentRegistration:
             self.state = "updating"
             self.retransmit_at = now + self.timeout
             return out
-        # No acknowledgement asked for: the binding counts as made (11.7.2).
+        # No acknowledgement asked for: the binding counts as made, or gone (11.7.2).
+        if self.deregistering:
+            self.registered = self.deregistering = False
+            self._idle()
+            return out
         return out + self._accepted(now, units * LIFETIME_UNIT)
 
     # --- received packets ------------------------------------------------------------------
