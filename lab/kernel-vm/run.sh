@@ -17,8 +17,12 @@
 #                                             e.g. agent/tests/test_dataplane.py -k ip6tnl
 # Environment: KVM_TIMEOUT (seconds for the VM, default 900; 3600 under TCG), KVM_MEMORY
 # (MB, default 2048), KVM_CPUS (default 2), KVM_ACCEL (kvm or tcg, default: probe),
-# MIP6_TEST_DATAPLANE (passed to the VM), KVM_CACHE (see build-image.sh).
-# Results of the last run (console log, JUnit XML, timings) stay in <cache>/last-run/.
+# MIP6_TEST_* and MIP6_INTEROP_* (passed to the VM), KVM_CACHE (see build-image.sh),
+# KVM_SHARE_FILES (colon-separated host files copied into the share's files/, e.g. a peer
+# implementation's binary; the VM sees them in /mnt/share/files/), KVM_LAST_RUN (where the
+# results go, default <cache>/last-run).
+# Results of the last run (console log, JUnit XML, timings, and whatever the VM wrote to
+# the share's out/) stay in KVM_LAST_RUN.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -103,10 +107,20 @@ else
   tar -C "$REPO" --exclude=./.venv --exclude=./.build --exclude=./.cache -cf "$SHARE/repo.tar" .
 fi
 cp "$HERE/guest.sh" "$SHARE/guest.sh"
-if [ $# -gt 0 ]; then printf '%s\0' "$@" >"$SHARE/args"; fi
-if [ -n "${MIP6_TEST_DATAPLANE:-}" ]; then
-  printf 'MIP6_TEST_DATAPLANE=%s\n' "$MIP6_TEST_DATAPLANE" >"$SHARE/env"
+mkdir -p "$SHARE/out"
+if [ -n "${KVM_SHARE_FILES:-}" ]; then
+  mkdir -p "$SHARE/files"
+  IFS=: read -r -a share_files <<<"$KVM_SHARE_FILES"
+  for file in "${share_files[@]}"; do
+    [ -f "$file" ] || { log "KVM_SHARE_FILES: no file $file"; exit 2; }
+    cp "$file" "$SHARE/files/"
+  done
 fi
+if [ $# -gt 0 ]; then printf '%s\0' "$@" >"$SHARE/args"; fi
+: >"$SHARE/env"
+while IFS= read -r name; do
+  printf '%s=%q\n' "$name" "${!name}" >>"$SHARE/env"
+done < <(compgen -e | grep -E '^MIP6_(TEST|INTEROP)_' || true)
 
 log "booting Debian kernel $KERNEL ($accel, ${KVM_CPUS:-2} CPUs, ${KVM_MEMORY:-2048} MB," \
   "timeout ${TIMEOUT} s)"
@@ -139,11 +153,12 @@ else
   rc=1
 fi
 
-LAST=$CACHE/last-run
+LAST=${KVM_LAST_RUN:-$CACHE/last-run}
 rm -rf "$LAST"
 mkdir -p "$LAST"
 cp "$RUN/console.log" "$LAST/" 2>/dev/null || true
 cp "$SHARE"/junit-*.xml "$LAST/" 2>/dev/null || true
+cp -r "$SHARE/out" "$LAST/" 2>/dev/null || true
 summary="kernel $KERNEL, accel $accel, image $image_seconds s, VM $vm_seconds s,"
 summary+=" total $((SECONDS - started)) s, exit $rc"
 echo "$summary" >"$LAST/summary.txt"
