@@ -402,6 +402,28 @@ def test_binding_cache_cap() -> None:
     assert cn.bindings[(HOA, CN)].care_of_address == COA2
 
 
+def test_alternate_care_of_address_is_the_one_registered_and_signed() -> None:
+    """9.5.1: with an Alternate Care-of Address option, that address is in the
+    authenticator and in the binding; its care-of keygen token is for that address."""
+    cn = correspondent()
+    mn = MobileSide(cn, care_of=COA2)
+    hot, cot = mn.hot(T0), mn.cot(T0)  # CoTI from COA2
+    key = ref.kbm(hot.token, cot.token)
+    indices = wire.NonceIndices(hot.nonce_index, cot.nonce_index)
+    options = [wire.AlternateCareofAddress(COA2), indices]
+    bu = ref.signed_bu(wire.BindingUpdate(1, BU_FLAG_A, 50, options), key, COA2, CN)
+    packet = wire.parse_packet(wire.build_packet(COA, CN, bu, home_address=HOA))
+    out = cn.receive(packet, T0)
+    [ba] = sent(out)
+    assert ba.payload.status == 0 and ref.bad_ok(key, COA2, CN, ba.payload_bytes)
+    assert ba.dst == COA  # the BU's source, with RH2 (9.5.4)
+    assert cn.bindings[(HOA, CN)].care_of_address == COA2
+    # Signed with the source address instead: not accepted.
+    wrong = ref.signed_bu(wire.BindingUpdate(2, BU_FLAG_A, 50, options), key, COA, CN)
+    packet = wire.parse_packet(wire.build_packet(COA, CN, wrong, home_address=HOA))
+    assert sent(cn.receive(packet, T0)) == []
+
+
 def test_handover_moves_the_binding() -> None:
     cn = correspondent()
     mn = MobileSide(cn)
