@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agents import wait_until
 from mip6agent.io.dataplane import (
     RTPROT_MIP6,
     BackendUnavailableError,
@@ -559,6 +560,56 @@ def test_repeated_calls_create_no_duplicates_and_state_survives_a_restart(
         mn_view.tunnels,
     )
     assert topo.ping("cn", topo.hoa)
+
+
+@needs_root
+def test_link_local_proxy_is_answered_kept_by_reconcile_and_removed(
+    make_topology: Any, kind: str
+) -> None:
+    """L flag (RFC 6275 10.4.1): the HA answers ND for the MN's link-local address."""
+    topo = make_topology(mn_link="foreign1")
+    ha, mn = backends(topo, kind)
+    register(topo, ha, mn)
+    ll = IPv6Address("fe80::100")  # the link-local of the lab's home address ::100
+    ha.ha_proxy(ll, HOME)
+    assert ll in {p.address for p in KernelView(topo, "ha").proxies}
+    # A node on the home link resolves the link-local address to the home agent's MAC.
+    ha_mac = json.loads(topo.ip("ha", "-j", "link", "show", HOME))[0]["address"]
+    # The router namespace is on the home link, its interface named after it: a datagram
+    # to the link-local address makes it resolve the address.
+    with topo.inside("router"):
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        index = socket.if_nametoindex("home")
+    with sock:
+        sock.sendto(b"x", (str(ll), 9, 0, index))
+
+    def resolved() -> str | None:
+        neighbours = json.loads(topo.ip("router", "-j", "-6", "neigh", "show", "dev", "home"))
+        entry = {n["dst"]: n for n in neighbours}.get(str(ll), {})
+        return entry.get("lladdr") if "INCOMPLETE" not in entry.get("state", []) else None
+
+    assert wait_until(resolved, 5, what="the link-local resolved") == ha_mac
+    # Nothing is tunnelled for it: the kernel forwards no link-local packet.
+    assert ha.ha_bindings() == {topo.hoa: topo.coa}
+
+    # Reconcile keeps a wanted link-local, installs a missing one, drops a stale one.
+    ha2, _ = backends(topo, kind)
+    report = ha2.ha_reconcile({topo.hoa: topo.coa}, HA_ADDRESS, HOME, True, [ll])
+    assert (report.adopted, report.removed) == ((topo.hoa,), ())
+    other = IPv6Address("fe80::300")
+    ha2.ha_reconcile({topo.hoa: topo.coa}, HA_ADDRESS, HOME, True, [ll, other])
+    assert {ll, other} <= {p.address for p in KernelView(topo, "ha").proxies}
+    # A damaged state file (remove_stale False) removes nothing.
+    ha2.ha_reconcile({topo.hoa: topo.coa}, HA_ADDRESS, HOME, False, [])
+    assert {ll, other} <= {p.address for p in KernelView(topo, "ha").proxies}
+    report = ha2.ha_reconcile({topo.hoa: topo.coa}, HA_ADDRESS, HOME, True, [ll])
+    assert report.removed == ()  # a link-local proxy is not a binding
+    proxied = {p.address for p in KernelView(topo, "ha").proxies}
+    assert ll in proxied and other not in proxied
+
+    ha2.ha_unproxy(ll, HOME)
+    ha2.ha_unproxy(ll, HOME)  # idempotent
+    assert {p.address for p in KernelView(topo, "ha").proxies} == {topo.hoa}
 
 
 @needs_root

@@ -39,6 +39,21 @@ class AnnounceHomeAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyAddress:
+    """HA: answer and defend ND for ``address`` on ``interface`` (a mobile node's link-local
+    address while its binding has the L flag, RFC 6275 10.4.1); nothing is tunnelled to it."""
+
+    address: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnproxyAddress:
+    address: IPv6Address
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
 class StartDAD:
     """HA: probe the home link for ``address``; report NAs/NSs for it as conflicts."""
 
@@ -173,6 +188,8 @@ Action = (
     | InstallBinding
     | RemoveBinding
     | AnnounceHomeAddress
+    | ProxyAddress
+    | UnproxyAddress
     | StartDAD
     | StopDAD
     | AttachTunnel

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from socket import AF_INET6, inet_pton
 
+from ..wire.addresses import link_local_of
+from ..wire.constants import BU_FLAG_L
+
 
 @dataclass(slots=True)
 class Binding:
@@ -25,6 +28,11 @@ class Binding:
     # Rebuilt from kernel state after the state file failed to load: sequence and NAI are
     # unknown, so the next authorized Binding Update for this home address is accepted.
     recovered: bool = False
+
+    @property
+    def link_local(self) -> IPv6Address | None:
+        """The MN's link-local address the home agent defends (L flag), if any."""
+        return link_local_of(self.home_address) if self.flags & BU_FLAG_L else None
 
     def to_dict(self) -> dict[str, object]:
         # A literal, not dataclasses.asdict: that deep-copies every address (4x slower).
@@ -143,6 +151,20 @@ class BindingCache:
         # take_care_of_changes(): the I/O layer keeps a kernel set of them up to date.
         self._per_coa: dict[IPv6Address, int] = {}
         self._coa_changes: set[IPv6Address] = set()
+        # Link-local address -> home address, for bindings with the L flag.
+        self._link_locals: dict[IPv6Address, IPv6Address] = {}
+
+    def link_local_holder(self, address: IPv6Address) -> IPv6Address | None:
+        """The home address whose binding defends link-local ``address``, if one does."""
+        return self._link_locals.get(address)
+
+    def link_locals(self, interface: str) -> set[IPv6Address]:
+        """The link-local addresses defended on ``interface``."""
+        return {
+            ll
+            for ll, home in self._link_locals.items()
+            if self._entries[home].interface == interface
+        }
 
     def count_for(self, nai: str | None) -> int:
         return self._per_nai.get(nai, 0) if nai is not None else 0
@@ -166,6 +188,12 @@ class BindingCache:
             _add(self._per_nai, binding.nai, delta)
         if _add(self._per_coa, binding.care_of_address, delta):
             self._coa_changes.add(binding.care_of_address)
+        if binding.flags & BU_FLAG_L:
+            ll = link_local_of(binding.home_address)
+            if delta > 0:
+                self._link_locals[ll] = binding.home_address
+            elif self._link_locals.get(ll) == binding.home_address:
+                del self._link_locals[ll]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -219,6 +247,7 @@ class BindingCache:
         self._entries.clear()
         self._expiry.clear()
         self._per_nai.clear()
+        self._link_locals.clear()
         self._coa_changes.update(self._per_coa)
         self._per_coa.clear()
         return gone

@@ -28,10 +28,11 @@ from ..wire import (
     UnknownMessage,
     build_packet,
 )
-from ..wire.addresses import anycast_in_prefix, unicast_problem
+from ..wire.addresses import anycast_in_prefix, link_local_of, unicast_problem
 from ..wire.constants import (
     BU_FLAG_A,
     BU_FLAG_H,
+    BU_FLAG_L,
     IPPROTO_MH,
     LIFETIME_UNIT,
     PI_FLAG_A,
@@ -135,6 +136,8 @@ class _Pending:
     timestamp: int | None
     deadline: float
     conflict: bool = False
+    # The MN's link-local address, probed as well when the BU has the L flag.
+    link_local: IPv6Address | None = None
 
 
 @dataclass(slots=True)
@@ -169,6 +172,7 @@ class HomeAgent:
         self.replay = ReplayGuard(settings.replay_window)
         self.limiter = ReplyLimiter(settings.error_rate_per_destination, settings.error_rate_total)
         self._pending: dict[IPv6Address, _Pending] = {}
+        self._pending_ll: dict[IPv6Address, IPv6Address] = {}  # link-local -> home address
         self._auth_failures: dict[str, float] = {}  # NAI with a key -> last failure
 
     # --- inputs --------------------------------------------------------------------
@@ -224,14 +228,13 @@ class HomeAgent:
 
     def handle_timer(self, now: float) -> list:
         out: list = []
-        for home, pending in list(self._pending.items()):
+        for pending in list(self._pending.values()):
             if pending.deadline <= now:
-                del self._pending[home]
-                out.append(act.StopDAD(home, pending.link.interface))
+                out += self._stop_dad(pending)
                 out += self._finish_dad(pending, now)
         for binding in self.cache.pop_expired(now):
             self.counters.add("binding_expired")
-            out.append(act.RemoveBinding(binding.home_address))
+            out += self._unbound(binding)
             out.append(act.Log("info", f"binding for {binding.home_address} expired"))
             out.append(act.StateChanged("binding_cache", key=binding.home_address))
         self.home_agents.expire(now)
@@ -247,7 +250,7 @@ class HomeAgent:
     # --- operator requests -----------------------------------------------------------
 
     def clear_bindings(self) -> list:
-        out: list = [act.RemoveBinding(b.home_address) for b in self.cache.clear()]
+        out: list = [a for b in self.cache.clear() for a in self._unbound(b)]
         if out:
             out.append(act.StateChanged("binding_cache"))
         return out
@@ -294,15 +297,14 @@ class HomeAgent:
             self.counters.add("binding_revoked")
             why = "no key any more" if key is None else "home address no longer authorized"
             out += [
-                act.RemoveBinding(binding.home_address),
+                *self._unbound(binding),
                 act.StateChanged("binding_cache", key=binding.home_address),
                 act.Log("info", f"binding for {binding.home_address} removed: {binding.nai} {why}"),
             ]
         for home, pending in list(self._pending.items()):
             key = keys(pending.nai) if pending.nai else None
             if pending.nai is not None and (key is None or not key.authorizes(home)):
-                del self._pending[home]
-                out.append(act.StopDAD(home, pending.link.interface))
+                out += self._stop_dad(pending)
         return out
 
     def failed_recently(self, nai: str, now: float, within: float = 1.0) -> bool:
@@ -312,7 +314,8 @@ class HomeAgent:
 
     def dad_unavailable(self, home_address: IPv6Address, reason: str, now: float) -> list:
         """The I/O layer could not start DAD for ``home_address``: refuse, never pass."""
-        pending = self._pending.pop(home_address, None)
+        home = self._pending_ll.get(home_address, home_address)
+        pending = self._pending.get(home)
         if pending is None:
             return []
         self.counters.add("dad_unavailable")
@@ -320,7 +323,8 @@ class HomeAgent:
             "warning", f"DAD for {home_address} could not run ({reason}): status 130", "dad"
         )
         request = self._pending_request(pending)
-        return [log, *self._reply(request, BAStatus.INSUFFICIENT_RESOURCES, now)]
+        stop = self._stop_dad(pending)
+        return [log, *stop, *self._reply(request, BAStatus.INSUFFICIENT_RESOURCES, now)]
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -453,9 +457,33 @@ class HomeAgent:
                 self.counters.add("binding_limit")
                 out.append(act.Log("warning", f"BU for {home}: {full}", "bu_limit"))
                 return out + self._reply(request, BAStatus.INSUFFICIENT_RESOURCES, now)
+        held = self._link_local_problem(home, bu)
+        if held is not None:
+            self.counters.add("link_local_in_use")
+            out.append(act.Log("warning", f"BU for {home}: {held}", "bu_link_local"))
+            return out + self._reply(request, BAStatus.DAD_FAILED, now)
         if existing is None and self.settings.dad:
             return out + self._start_dad(request, link, now)
         return out + self._register(request, link, existing, now)
+
+    def _link_local_problem(self, home: IPv6Address, bu: BindingUpdate) -> str | None:
+        """With the L flag: the link-local address another binding already holds (134)."""
+        if not bu.flags & BU_FLAG_L:
+            return None
+        ll = link_local_of(home)
+        holder = self.cache.link_local_holder(ll)
+        if holder is None:
+            holder = self._pending_ll.get(ll)
+        if holder is None or holder == home:
+            return None
+        return f"link-local address {ll} (L flag) is already defended for {holder}"
+
+    def _unbound(self, binding: Binding) -> list:
+        """The kernel state that goes with ``binding``: its route, its link-local proxy."""
+        out: list = [act.RemoveBinding(binding.home_address)]
+        if binding.link_local is not None:
+            out.append(act.UnproxyAddress(binding.link_local, binding.interface))
+        return out
 
     def _care_of_problem(self, address: IPv6Address, what: str) -> str | None:
         problem = self.settings.care_of_problem(address)
@@ -507,6 +535,7 @@ class HomeAgent:
         )
         self.cache.put(binding)
         moved = existing is None or existing.care_of_address != binding.care_of_address
+        old_ll = existing.link_local if existing is not None else None
         advice = self.settings.refresh_advice
         if advice is not None and advice < lifetime:
             request.extra.append(BindingRefreshAdvice(int(advice) // LIFETIME_UNIT))
@@ -521,6 +550,11 @@ class HomeAgent:
                     link.interface,
                 )
             )
+        # RFC 6275 10.4.1: with L, the MN's link-local address is defended on the home link.
+        if old_ll is not None and old_ll != binding.link_local and existing is not None:
+            out.append(act.UnproxyAddress(old_ll, existing.interface))
+        if binding.link_local is not None and binding.link_local != old_ll:
+            out.append(act.ProxyAddress(binding.link_local, link.interface))
         # A new or moved binding is written before its BA leaves, so an acknowledged
         # binding survives kill -9 (a restart would otherwise reinstall the old CoA).
         urgent = moved or (existing is not None and existing.recovered)
@@ -530,6 +564,8 @@ class HomeAgent:
         out += self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=units)
         if existing is None:
             out.append(act.AnnounceHomeAddress(binding.home_address, link.interface))
+            if binding.link_local is not None:
+                out.append(act.AnnounceHomeAddress(binding.link_local, link.interface))
             out.append(
                 act.Log("info", f"registered {binding.home_address} at {binding.care_of_address}")
             )
@@ -546,7 +582,7 @@ class HomeAgent:
             return self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
         self.cache.remove(request.home_address)
         out = [
-            act.RemoveBinding(request.home_address),
+            *self._unbound(existing),
             act.StateChanged("binding_cache", key=request.home_address),
             act.Log("info", f"deregistered {request.home_address}"),
         ]
@@ -562,6 +598,7 @@ class HomeAgent:
             pending.bu, pending.care_of_address = request.bu, request.care_of_address
             pending.timestamp = request.timestamp
             return []
+        ll = link_local_of(home) if request.bu.flags & BU_FLAG_L else None
         self._pending[home] = _Pending(
             request.bu,
             home,
@@ -571,13 +608,28 @@ class HomeAgent:
             request.nai,
             request.timestamp,
             now + self.settings.dad_timeout,
+            link_local=ll,
         )
-        return [act.StartDAD(home, link.interface)]
+        out: list = [act.StartDAD(home, link.interface)]
+        if ll is not None:
+            self._pending_ll[ll] = home
+            out.append(act.StartDAD(ll, link.interface))
+        return out
+
+    def _stop_dad(self, pending: _Pending) -> list:
+        """Forget a DAD run (both addresses it probes)."""
+        self._pending.pop(pending.home_address, None)
+        out: list = [act.StopDAD(pending.home_address, pending.link.interface)]
+        if pending.link_local is not None:
+            self._pending_ll.pop(pending.link_local, None)
+            out.append(act.StopDAD(pending.link_local, pending.link.interface))
+        return out
 
     def _dad_input(
         self, packet: Packet, message: NeighborAdvertisement | NeighborSolicitation
     ) -> list:
-        pending = self._pending.get(message.target)
+        home = self._pending_ll.get(message.target, message.target)
+        pending = self._pending.get(home)
         if pending is None:
             return []
         if isinstance(message, NeighborSolicitation) and not packet.src.is_unspecified:
@@ -601,7 +653,10 @@ class HomeAgent:
         request = self._pending_request(pending)
         if pending.conflict:
             self.counters.add("dad_failed")
-            log = act.Log("warning", f"DAD found {pending.home_address} in use on the home link")
+            what = f"{pending.home_address}"
+            if pending.link_local is not None:
+                what += f" (or its link-local {pending.link_local})"
+            log = act.Log("warning", f"DAD found {what} in use on the home link")
             return [log, *self._reply(request, BAStatus.DAD_FAILED, now)]
         return self._register(request, pending.link, self.cache.get(pending.home_address), now)
 

@@ -505,16 +505,19 @@ class Agent:
         elif isinstance(action, act.AnnounceHomeAddress):
             transport.send_unsolicited_na(socket.if_nametoindex(action.interface), action.address)
         elif isinstance(action, act.StartDAD):
+            index, joined = None, False
             try:
                 index = socket.if_nametoindex(action.interface)
                 transport.join_solicited_node(action.address, index)
+                joined = True
                 transport.send_dad_ns(index, action.address)
             except (OSError, TransportError) as exc:
                 # A DAD that cannot run (e.g. ENOMEM: the multicast group limit) must not
                 # pass as if the address were free.
                 assert isinstance(self.core, HomeAgent)
-                with contextlib.suppress(OSError, TransportError):
-                    transport.leave_solicited_node(action.address, index)
+                if joined and index is not None:
+                    with contextlib.suppress(OSError, TransportError):
+                        transport.leave_solicited_node(action.address, index)
                 self.feed(self.core.dad_unavailable(action.address, str(exc), time.time()))
         elif isinstance(action, act.StopDAD):
             transport.leave_solicited_node(action.address, socket.if_nametoindex(action.interface))
@@ -532,6 +535,12 @@ class Agent:
             assert dataplane is not None
             await self.kernel(dataplane.ha_unbind, action.home_address)
             self._known_senders_changed()
+        elif isinstance(action, act.ProxyAddress):
+            assert dataplane is not None
+            await self.kernel(dataplane.ha_proxy, action.address, action.interface)
+        elif isinstance(action, act.UnproxyAddress):
+            assert dataplane is not None
+            await self.kernel(dataplane.ha_unproxy, action.address, action.interface)
         elif isinstance(action, act.AttachTunnel):
             assert dataplane is not None
             await self.kernel(kernel.remove_from_links, action.home_address)

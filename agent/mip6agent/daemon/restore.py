@@ -75,7 +75,12 @@ async def restore_home_agent(
                 if b.interface == link.interface
             }
             report = await run_in_kernel(
-                dataplane.ha_reconcile, wanted, link.address, link.interface, not damaged
+                dataplane.ha_reconcile,
+                wanted,
+                link.address,
+                link.interface,
+                not damaged,
+                core.cache.link_locals(link.interface),
             )
             reports[link.interface] = report
             log.info(

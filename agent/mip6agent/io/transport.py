@@ -508,7 +508,7 @@ class SignalingTransport:
         self._send_sock: socket.socket | None = None
         self._receivers: list[_Receiver] = []
         self._netlink: _Netlink | None = None
-        self._groups: set[tuple[IPv6Address, int]] = set()
+        self._groups: dict[tuple[IPv6Address, int], int] = {}  # group -> joins
         self._seen: OrderedDict[tuple, tuple[float, dict[str, int]]] = OrderedDict()
         self._pending: deque[Received] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -683,19 +683,25 @@ class SignalingTransport:
         """Join ``group`` on an interface; raw sockets then see packets sent to it."""
         key = (IPv6Address(group), ifindex)
         if key in self._groups:
+            # Counted: a home address and its link-local share one solicited-node group.
+            self._groups[key] += 1
             return
         sock = self._membership_socket()
         mreq = _MREQ.pack(key[0].packed, ifindex)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-        self._groups.add(key)
+        self._groups[key] = 1
 
     def leave_group(self, group: IPv6Address, ifindex: int) -> None:
         key = (IPv6Address(group), ifindex)
-        if key not in self._groups:
+        count = self._groups.get(key)
+        if count is None:
+            return
+        if count > 1:
+            self._groups[key] = count - 1
             return
         mreq = _MREQ.pack(key[0].packed, ifindex)
         self._membership_socket().setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, mreq)
-        self._groups.discard(key)
+        del self._groups[key]
 
     def join_solicited_node(self, address: IPv6Address, ifindex: int) -> None:
         """Receive NS/NA for ``address`` (DAD on behalf of a home address)."""

@@ -41,6 +41,12 @@ def anycast_in_prefix(address: IPv6Address, prefixlen: int) -> str | None:
     return None
 
 
+def link_local_of(address: IPv6Address) -> IPv6Address:
+    """fe80::/64 with the interface identifier of ``address``: the link-local address a
+    mobile node that sets the L flag has on its home link (RFC 6275 10.4.1)."""
+    return IPv6Address((0xFE80 << 112) | (int(address) & 0xFFFF_FFFF_FFFF_FFFF))
+
+
 def home_agents_anycast(prefix: IPv6Network) -> IPv6Address:
     """The Mobile IPv6 Home-Agents anycast address of a /64 home prefix (RFC 2526)."""
     return IPv6Address(int(prefix.network_address) | HOME_AGENTS_ANYCAST_IID)

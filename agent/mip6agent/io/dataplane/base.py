@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno as errno_module
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from typing import Protocol, runtime_checkable
@@ -134,6 +134,8 @@ class DataPlane(Protocol):
         self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, home_ifname: str
     ) -> None: ...
     def ha_unbind(self, hoa: IPv6Address) -> None: ...
+    def ha_proxy(self, address: IPv6Address, home_ifname: str) -> None: ...
+    def ha_unproxy(self, address: IPv6Address, home_ifname: str) -> None: ...
     def ha_bindings(self) -> dict[IPv6Address, IPv6Address]: ...
     def ha_reconcile(
         self,
@@ -141,6 +143,7 @@ class DataPlane(Protocol):
         ha_addr: IPv6Address,
         home_ifname: str,
         remove_stale: bool = True,
+        link_locals: Collection[IPv6Address] = (),
     ) -> ReconcileReport: ...
 
     # Mobile node side.

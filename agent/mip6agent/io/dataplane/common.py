@@ -6,7 +6,7 @@ hooks; binding, reconciliation and cleanup are written once here on top of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Self
@@ -213,12 +213,24 @@ class KernelBackend:
         self._ha_remove(hoa)
         self._ha_collect_garbage()
 
+    def ha_proxy(self, address: IPv6Address, home_ifname: str) -> None:
+        """Answer and defend ND for ``address`` on the home link, tunnelling nothing to it
+        (a mobile node's link-local address, L flag). The kernel discards packets for a
+        proxied link-local address instead of forwarding them."""
+        entry = ProxyEntry(address, self._nl.ifindex(home_ifname), self.config.proto)
+        self._nl.replace_proxy(entry, f"proxy NDP for {address}")
+
+    def ha_unproxy(self, address: IPv6Address, home_ifname: str) -> None:
+        entry = ProxyEntry(address, self._nl.ifindex(home_ifname), self.config.proto)
+        self._nl.delete_proxy(entry, f"proxy NDP for {address}")
+
     def ha_reconcile(
         self,
         wanted: Mapping[IPv6Address, IPv6Address],
         ha_addr: IPv6Address,
         home_ifname: str,
         remove_stale: bool = True,
+        link_locals: Collection[IPv6Address] = (),
     ) -> ReconcileReport:
         """Make this home link hold exactly ``wanted`` (HoA -> CoA), keeping what matches.
 
@@ -229,6 +241,8 @@ class KernelBackend:
         The kernel is read once per object type (routes, proxy entries, devices, rules),
         whatever the number of bindings; what to keep, add, rewrite and remove is set
         arithmetic on that picture, which is kept up to date with every change made.
+        ``link_locals`` are the mobile nodes' link-local addresses to defend (ha_proxy);
+        other link-local proxy entries of ours on this link are stale.
         """
         for hoa, coa in wanted.items():
             _check_unicast(hoa, "home address")
@@ -244,9 +258,20 @@ class KernelBackend:
         # a candidate on every home link: the one that wants it installs it again.
         present = {h: c for h, c in everywhere.items() if links.get(h, home) == home}
         proxied = {e.address for e in view.all_proxies() if e.ifindex == home}
+        defended = {a for a in proxied if a.is_link_local}
+        proxied -= defended
         stale = sorted((set(present) | proxied) - set(wanted)) if remove_stale else []
         self._ha_remove_many(stale, view)
         report.removed.extend(stale)
+        keep = set(link_locals)
+        for address in sorted(defended - keep) if remove_stale else []:
+            entry = ProxyEntry(address, home, self.config.proto)
+            self._nl.delete_proxy(entry, f"stale proxy NDP for {address}")
+            view.drop_proxy(entry)
+        for address in sorted(keep - defended):
+            entry = ProxyEntry(address, home, self.config.proto)
+            self._nl.replace_proxy(entry, f"proxy NDP for {address}")
+            view.add_proxy(entry)
         install = []
         for hoa, coa in sorted(wanted.items()):
             if hoa not in everywhere:

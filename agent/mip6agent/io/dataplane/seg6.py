@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from ipaddress import IPv6Address, IPv6Network
 
@@ -149,12 +149,13 @@ class Seg6DataPlane(KernelBackend):
         ha_addr: IPv6Address,
         home_ifname: str,
         remove_stale: bool = True,
+        link_locals: Collection[IPv6Address] = (),
     ) -> ReconcileReport:
         # Reconciliation trusts only the kernel and does the full checks (duplicates, stray
         # proxies); the index is rebuilt from its final picture (_ha_reconciled).
         self._bound, self._reconciling = None, True
         try:
-            return super().ha_reconcile(wanted, ha_addr, home_ifname, remove_stale)
+            return super().ha_reconcile(wanted, ha_addr, home_ifname, remove_stale, link_locals)
         except BaseException:
             self._bound = None
             raise
