@@ -23,9 +23,11 @@ Address option (raw socket on protocol 60) and answers Binding Error status 1 (R
 section 9.3.1).
 
 Bindings are two BPF hash maps, ``cn_bindings`` and ``mn_bindings``, keyed by
-(correspondent address, home address) with the care-of address as value; a per-CPU array
-counts rewrites per direction, packets passed up without a binding, packets without room
-and drops (:data:`COUNTERS`).
+(correspondent address, home address) with the care-of address as value, plus the
+packets rewritten for that binding and the time of the last one (``bpf_ktime_get_ns``,
+which is ``time.monotonic_ns()``), which tell the agent a binding is still in use; a
+per-CPU array counts rewrites per direction, packets passed up without a binding,
+packets without room and drops (:data:`COUNTERS`).
 
 Intended use by the daemon (not wired in yet)::
 
@@ -33,8 +35,8 @@ Intended use by the daemon (not wired in yet)::
     ro = RoBpf("default")             # pins under /sys/fs/bpf/mip6agent/default
     ro.load()                         # compiles if stale, loads or reopens the pins
     ro.attach("eth0", "cn")           # each interface the routes to home addresses use
-    for b in ro.bindings("cn"):       # restart: reconcile with the persisted bindings
-        ...                           # remove_binding() what is no longer wanted
+    for b in ro.bindings("cn"):       # restart: reconcile with the persisted bindings;
+        ...                           # b.packets / b.last_used_ns: Correspondent.note_use
     ro.add_binding("cn", cn, hoa, coa)      # after a BU is accepted (A bit or not)
     ro.remove_binding("cn", cn, hoa)        # expiry, deregistration
     ro.counters()                     # mip6stat; cn_ingress_no_binding feeds BE status 1
@@ -83,7 +85,7 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Literal
@@ -130,7 +132,7 @@ BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
 _ATTR_SIZE = 128
 _KEY = struct.Struct("16s16s")
-_VALUE_SIZE = 16
+_VALUE = struct.Struct("=16sQQ")  # struct ro_value: care-of address, packets, last use
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -141,12 +143,19 @@ class RoBpfError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RoBinding:
-    """One entry of a binding map: traffic between ``cn`` and ``home`` uses ``coa``."""
+    """One entry of a binding map: traffic between ``cn`` and ``home`` uses ``coa``.
+
+    ``packets`` (rewritten for it, both directions) and ``last_used_ns``
+    (``time.monotonic_ns()`` of the last one, 0 if none) tell the agent a binding is
+    still in use; they take no part in comparisons.
+    """
 
     role: Role
     cn: IPv6Address
     home: IPv6Address
     coa: IPv6Address
+    packets: int = field(default=0, compare=False)
+    last_used_ns: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,10 +587,22 @@ class RoBpf:
     def add_binding(
         self, role: Role, cn: str | IPv6Address, home: str | IPv6Address, coa: str | IPv6Address
     ) -> None:
-        """Add or update the binding between correspondent ``cn`` and ``home``."""
-        value = ctypes.create_string_buffer(_addr(coa), _VALUE_SIZE)
+        """Add or update the binding between correspondent ``cn`` and ``home``.
+
+        An update (a new care-of address) keeps the binding's use counters.
+        """
+        fd, key = self._map(role), _key(cn, home)
+        packets = last_used = 0
+        current = ctypes.create_string_buffer(_VALUE.size)
         try:
-            _elem(BPF_MAP_UPDATE_ELEM, self._map(role), _key(cn, home), value)
+            _elem(BPF_MAP_LOOKUP_ELEM, fd, key, current)
+            _, packets, last_used = _VALUE.unpack(current.raw)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise RoBpfError(f"reading a {role} binding: {exc}") from exc
+        value = ctypes.create_string_buffer(_VALUE.pack(_addr(coa), packets, last_used))
+        try:
+            _elem(BPF_MAP_UPDATE_ELEM, fd, key, value)
         except OSError as exc:
             if exc.errno == errno.E2BIG:
                 raise RoBpfError(f"the {role} binding map is full") from exc
@@ -613,7 +634,7 @@ class RoBpf:
                         break
                     raise
                 key = following.raw
-                value = ctypes.create_string_buffer(_VALUE_SIZE)
+                value = ctypes.create_string_buffer(_VALUE.size)
                 try:
                     _elem(BPF_MAP_LOOKUP_ELEM, fd, key, value)
                 except OSError as exc:
@@ -621,8 +642,16 @@ class RoBpf:
                         continue
                     raise
                 cn, home = _KEY.unpack(key)
+                coa, packets, last_used = _VALUE.unpack(value.raw[: _VALUE.size])
                 found.append(
-                    RoBinding(each, IPv6Address(cn), IPv6Address(home), IPv6Address(value.raw))
+                    RoBinding(
+                        each,
+                        IPv6Address(cn),
+                        IPv6Address(home),
+                        IPv6Address(coa),
+                        packets,
+                        last_used,
+                    )
                 )
         return found
 

@@ -79,8 +79,17 @@ struct ro_key {
 };
 
 struct ro_value {
-	struct in6_addr coa;    /* the mobile node's care-of address */
+	struct in6_addr coa;    /* the mobile node's care-of address; the agent writes it */
+	__u64 packets;          /* packets rewritten for this binding, both directions */
+	__u64 last_used_ns;     /* CLOCK_MONOTONIC of the last one (bpf_ktime_get_ns) */
 };
+
+/* A binding carried a packet: what tells the agent it is still in use (BRR, refresh). */
+static __always_inline void used(struct ro_value *binding)
+{
+	__sync_fetch_and_add(&binding->packets, 1);
+	binding->last_used_ns = bpf_ktime_get_ns();
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -215,6 +224,7 @@ int cn_egress(struct __sk_buff *skb)
 		count(C_DROPPED);
 		return TC_ACT_SHOT;
 	}
+	used(binding);
 	count(C_CN_EGRESS);
 	return TC_ACT_OK;
 }
@@ -254,6 +264,7 @@ int mn_egress(struct __sk_buff *skb)
 		count(C_DROPPED);
 		return TC_ACT_SHOT;
 	}
+	used(binding);
 	count(C_MN_EGRESS);
 	return TC_ACT_OK;
 }
@@ -400,7 +411,7 @@ static __always_inline int strip(struct __sk_buff *skb, const struct ipv6hdr *ip
 	return 0;
 }
 
-static __always_inline int finish(int err, __u32 counter)
+static __always_inline int finish(struct ro_value *binding, int err, __u32 counter)
 {
 	if (err == -1) {
 		/* nothing changed: passed up unchanged, like a packet without a binding */
@@ -410,6 +421,7 @@ static __always_inline int finish(int err, __u32 counter)
 		count(C_DROPPED);
 		return TC_ACT_SHOT;
 	}
+	used(binding);
 	count(counter);
 	return TC_ACT_OK;
 }
@@ -437,7 +449,7 @@ int cn_ingress(struct __sk_buff *skb)
 	if (f.only_padding) {
 		err = strip(skb, &ip6, &f);
 		if (err != -1)
-			return finish(err, C_CN_INGRESS);
+			return finish(binding, err, C_CN_INGRESS);
 	}
 	/* other options share the header, or it sits too deep: the HAO becomes a PadN */
 	{
@@ -450,7 +462,7 @@ int cn_ingress(struct __sk_buff *skb)
 		err = bpf_skb_store_bytes(skb, f.opt, &padn, sizeof(padn), BPF_F_RECOMPUTE_CSUM);
 		if (err == 0)
 			err = bpf_skb_store_bytes(skb, L3, &ip6, sizeof(ip6), BPF_F_RECOMPUTE_CSUM);
-		return finish(err < 0 ? -2 : 0, C_CN_INGRESS);
+		return finish(binding, err < 0 ? -2 : 0, C_CN_INGRESS);
 	}
 }
 
@@ -477,7 +489,7 @@ int mn_ingress(struct __sk_buff *skb)
 	ip6.daddr = f.home;
 	err = strip(skb, &ip6, &f);
 	if (err != -1)
-		return finish(err, C_MN_INGRESS);
+		return finish(binding, err, C_MN_INGRESS);
 	/* too deep to strip: segments left 0, which a stack without MIP6 skips over */
 	{
 		__u8 zero = 0;
@@ -485,7 +497,7 @@ int mn_ingress(struct __sk_buff *skb)
 		err = bpf_skb_store_bytes(skb, f.off + 3, &zero, 1, BPF_F_RECOMPUTE_CSUM);
 		if (err == 0)
 			err = bpf_skb_store_bytes(skb, L3, &ip6, sizeof(ip6), BPF_F_RECOMPUTE_CSUM);
-		return finish(err < 0 ? -2 : 0, C_MN_INGRESS);
+		return finish(binding, err < 0 ? -2 : 0, C_MN_INGRESS);
 	}
 }
 
