@@ -373,7 +373,7 @@ def _udp_echo(p: Pair, server_ns: str, server_addr: IPv6Address, client_ns: str,
         server.settimeout(3)
         client.settimeout(3)
         port = server.getsockname()[1]
-        for size in (16, 1000, ROUTE_MTU - 48):
+        for size in (16, 1000, ROUTE_MTU - 48, 4000):  # 4000: fragments, each rewritten
             payload = os.urandom(size)
             client.sendto(payload, (str(server_addr), port))
             data, peer = server.recvfrom(65535)
@@ -451,10 +451,13 @@ def test_sockets_bound_to_the_home_address_work_both_ways(pair: Pair) -> None:
     capture.frames = frames[:400] + frames[-400:]  # enough to decode; not 4 MB twice
     rows = capture.fields(
         pair.tmp / "tcp.pcap",
-        ["ipv6.src", "ipv6.dst", "ipv6.nxt", "tcp.srcport", "udp.srcport",
+        ["ipv6.src", "ipv6.dst", "ipv6.nxt", "tcp.srcport", "udp.srcport", "ipv6.fraghdr.nxt",
          "ipv6.routing.mipv6.home_address", "ipv6.opt.mipv6.home_address"],
     )  # fmt: skip
-    data = [r for r in rows if r["tcp.srcport"] or r["udp.srcport"]]
+    data = [r for r in rows if r["tcp.srcport"] or r["udp.srcport"] or r["ipv6.fraghdr.nxt"]]
+    # the 4000-byte datagrams' fragments, both ways, each with its own RH2 or HAO
+    fragments = {r["ipv6.src"] for r in data if r["ipv6.fraghdr.nxt"] == "17"}
+    assert fragments == {str(CN), str(COA)}, fragments
     assert data
     for row in data:
         if row["ipv6.src"] == str(CN):
