@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import errno
 import itertools
+import json
 import os
 import select
 import shutil
@@ -157,6 +158,19 @@ def _set_tx_checksum(ns: str, ifname: str, enable: bool) -> None:
             ethtool.close()
 
 
+def _wait_carrier(ns: str, ifname: str, deadline: float = 3.0) -> None:
+    """Until the link has carrier (the kernel reports it asynchronously, up to ~1 s)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        shown = subprocess.run(
+            ["ip", "-n", ns, "-j", "link", "show", ifname], capture_output=True, text=True
+        )
+        if shown.returncode == 0 and "LOWER_UP" in json.loads(shown.stdout)[0]["flags"]:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"{ifname} in {ns} has no carrier")
+
+
 @contextlib.contextmanager
 def _pair(tmp: Path, offloads: bool) -> Iterator[Pair]:
     _require_toolchain()
@@ -181,6 +195,8 @@ def _pair(tmp: Path, offloads: bool) -> Iterator[Pair]:
             if not offloads:
                 _set_tx_checksum(cn_ns, "eth0", False)
                 _set_tx_checksum(mn_ns, "eth0", False)
+            _wait_carrier(cn_ns, "eth0")
+            _wait_carrier(mn_ns, "eth0")
             cn.load()
             mn.load()
             cn.attach("eth0", "cn")
@@ -608,6 +624,27 @@ def test_restart_finds_bindings_and_filters(plain_pair: Pair) -> None:
     assert len(again.attachments()) == 2
     _ping(p, p.cn_ns, HOA, count=2)
     assert again.counters()["cn_egress"] == 2
+
+
+def test_both_roles_share_an_interface(plain_pair: Pair) -> None:
+    """A correspondent that is also a mobile node: both pairs of filters, in order."""
+    p = plain_pair
+    p.cn.attach("eth0", "mn")
+    assert {(a.direction, a.program) for a in p.cn.attachments()} == {
+        ("egress", "cn_egress"),
+        ("ingress", "cn_ingress"),
+        ("egress", "mn_egress"),
+        ("ingress", "mn_ingress"),
+    }
+    shown = _tc(p.cn_ns, "filter", "show", "dev", "eth0", "egress")
+    assert shown.index("cn_egress") < shown.index("mn_egress")  # correspondent first
+    p.bind()
+    _ping(p, p.cn_ns, HOA)
+    _ping(p, p.mn_ns, CN, src=HOA)
+    assert p.cn.counters()["cn_egress"] == 6 and p.cn.counters()["mn_egress"] == 0
+    p.cn.detach_interface("eth0")
+    assert p.cn.attachments() == []
+    assert "clsact" not in _tc(p.cn_ns, "qdisc", "show", "dev", "eth0")
 
 
 def _tc(ns: str, *args: str) -> str:
