@@ -626,6 +626,29 @@ def test_restart_finds_bindings_and_filters(plain_pair: Pair) -> None:
     assert again.counters()["cn_egress"] == 2
 
 
+def test_pins_of_another_build_are_replaced(plain_pair: Pair) -> None:
+    """After an upgrade the pins of the old source are not reused (their maps may have
+    another layout): load() starts afresh and attach() moves the filters over."""
+    p = plain_pair
+    p.bind()
+    old_ids = p.cn.program_ids()
+    p.cn.close()
+    (marker,) = p.cn.pin_dir.glob("build-*")
+    marker.rename(p.cn.pin_dir / "build-0123456789abcdef")  # as an older version left it
+    again = RoBpf(p.cn.instance, netns=p.cn_ns, cache_dir=_cache_dir())
+    p.cn = again
+    assert again.load() is True
+    assert set(again.program_ids().values()).isdisjoint(old_ids.values())
+    assert again.bindings() == []
+    assert [m.name for m in again.pin_dir.glob("build-*")] == [marker.name]
+    again.attach("eth0", "cn")
+    again.add_binding("cn", CN, HOA, COA)
+    _ping(p, p.cn_ns, HOA, count=2)
+    assert again.counters()["cn_egress"] == 2
+    for name, ident in old_ids.items():
+        assert _gone("prog", ident), f"old program {name} ({ident}) still loaded"
+
+
 def test_both_roles_share_an_interface(plain_pair: Pair) -> None:
     """A correspondent that is also a mobile node: both pairs of filters, in order."""
     p = plain_pair

@@ -33,7 +33,8 @@ Intended use by the daemon (not wired in yet)::
 
     ok, reason = available()          # at start: otherwise log reason, keep the tunnel
     ro = RoBpf("default")             # pins under /sys/fs/bpf/mip6agent/default
-    ro.load()                         # compiles if stale, loads or reopens the pins
+    ro.load()                         # compiles if stale, loads or reopens the pins;
+                                      # True: loaded anew, maps empty (re-add bindings)
     ro.attach("eth0", "cn")           # each interface the routes to home addresses use
     for b in ro.bindings("cn"):       # restart: reconcile with the persisted bindings;
         ...                           # b.packets / b.last_used_ns: Correspondent.note_use
@@ -260,6 +261,12 @@ def _build_flags(cn_max: int, mn_max: int) -> list[str]:
     ]
 
 
+def build_digest(cn_max_bindings: int = 4096, mn_max_bindings: int = 1024) -> str:
+    """What identifies one build: a hash of the source and the compiler flags."""
+    flags = _build_flags(cn_max_bindings, mn_max_bindings)
+    return hashlib.sha256(SOURCE.read_bytes() + "\0".join(flags).encode()).hexdigest()[:16]
+
+
 def build(
     cache_dir: Path | None = None,
     *,
@@ -273,8 +280,7 @@ def build(
             raise RoBpfError(f"binding map size {limit} is outside 1..{1 << 20}")
     cache = cache_dir or default_cache_dir()
     flags = _build_flags(cn_max_bindings, mn_max_bindings)
-    digest = hashlib.sha256(SOURCE.read_bytes() + "\0".join(flags).encode()).hexdigest()
-    target = cache / f"ro-{digest[:16]}.bpf.o"
+    target = cache / f"ro-{build_digest(cn_max_bindings, mn_max_bindings)}.bpf.o"
     if target.exists():
         return target
     compiler = shutil.which(clang)
@@ -415,12 +421,16 @@ class RoBpf:
     def load(self) -> bool:
         """Load the programs and maps, or reopen the pinned ones; True if loaded anew.
 
-        A partial set of pins (an interrupted load) is removed and loaded again.
+        A partial set of pins (an interrupted load), or pins of another build (another
+        version of the source, other map sizes), is removed and loaded anew; the maps
+        are then empty and filters still run the old programs until :meth:`attach`
+        replaces them, so the caller re-attaches and adds its bindings again.
         """
         if self._progs:
             return False
         ensure_bpffs(self.pin_dir.parent)
-        fresh = not self._pins_complete()
+        marker = self.pin_dir / f"build-{build_digest(self.cn_max_bindings, self.mn_max_bindings)}"
+        fresh = not (self._pins_complete() and marker.is_dir())
         if fresh:
             self._unpin()
             obj = build(
@@ -450,6 +460,7 @@ class RoBpf:
             if result.returncode != 0:
                 self._unpin()
                 raise RoBpfError(f"loading {obj.name} failed: {_tail(result.stderr)}")
+            marker.mkdir()  # bpffs holds directories: which build these pins are
         try:
             for role in PROGRAMS.values():
                 for name in role.values():
@@ -470,14 +481,16 @@ class RoBpf:
         self._maps.clear()
 
     def _unpin(self) -> None:
-        for sub in ("progs", "maps"):
-            directory = self.pin_dir / sub
+        if not self.pin_dir.is_dir():
+            return
+        for directory in self.pin_dir.iterdir():  # progs, maps and the build marker
             if directory.is_dir():
                 for pin in directory.iterdir():
                     pin.unlink()
                 directory.rmdir()
-        if self.pin_dir.is_dir():
-            self.pin_dir.rmdir()
+            else:
+                directory.unlink()
+        self.pin_dir.rmdir()
 
     def program_ids(self) -> dict[str, int]:
         """Kernel ids of our loaded programs (``bpftool prog show id N``)."""
@@ -763,6 +776,7 @@ __all__ = [
     "RoBpfError",
     "available",
     "build",
+    "build_digest",
     "default_cache_dir",
     "ensure_bpffs",
 ]
