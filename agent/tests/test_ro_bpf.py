@@ -23,6 +23,7 @@ import errno
 import itertools
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -37,7 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mip6agent.io.dataplane.ro_bpf import RO_OVERHEAD, RoBinding, RoBpf, available, build
+from mip6agent.io.dataplane.ro_bpf import (
+    PIN_ROOT,
+    RO_OVERHEAD,
+    RoBinding,
+    RoBpf,
+    available,
+    build,
+)
 from netns import address, ip, namespaces, veth
 from tshark import tshark_fields, write_pcap
 
@@ -171,9 +179,23 @@ def _wait_carrier(ns: str, ifname: str, deadline: float = 3.0) -> None:
     pytest.fail(f"{ifname} in {ns} has no carrier")
 
 
+_INSTANCE = re.compile(r"^t(\d+)x\d+(cn|mn)$")
+
+
+def _sweep_stale_pins() -> None:
+    """Remove pins a killed run left (its namespaces, and so its filters, are gone)."""
+    if not PIN_ROOT.is_dir():
+        return
+    for directory in PIN_ROOT.iterdir():
+        match = _INSTANCE.match(directory.name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _pair(tmp: Path, offloads: bool) -> Iterator[Pair]:
     _require_toolchain()
+    _sweep_stale_pins()
     tag = f"t{os.getpid()}x{time.monotonic_ns() % 100000}"
     closers: list[Callable[[], None]] = []
     with namespaces("cn", "mn") as ns:

@@ -552,7 +552,7 @@ class RoBpf:
                 for direction in _PARENT:
                     for _prio, name in _filters(ipr, link["index"], direction):
                         if name.startswith(prefix):
-                            found.append(Attachment(ifname, direction, name[len(prefix) :]))  # type: ignore[arg-type]
+                            found.append(Attachment(ifname, direction, name[len(prefix) :]))
         return found
 
     def detach_interface(self, ifname: str) -> None:
