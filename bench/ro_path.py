@@ -1,6 +1,6 @@
 """The TC eBPF route-optimization path against the direct path, as one JSON document.
 
-Run as root: ``.venv/bin/python bench/ro_path.py [--seconds 2] [--rounds 6] [--pings 300]``.
+Run as root: ``.venv/bin/python bench/ro_path.py [--seconds 2] [--rounds 6] [--pings 100]``.
 
 Two namespaces on one veth, as in agent/tests/test_ro_bpf.py: the correspondent
 ``2001:db8:4::9`` and the mobile node, care-of address ``2001:db8:2::100`` on its eth0 and
@@ -17,8 +17,8 @@ the care-of address as next hop. On the same namespaces, in one run, three modes
 
 Figures: RTT of ICMPv6 echo from the correspondent to the home address (answered by the
 mobile node's kernel, received with a kernel timestamp; median and p90 over ``--pings``
-samples per round, taken in blocks of 50 with the modes taking turns), and TCP throughput with
-iperf3 towards the mobile node and back (``-R``), each ``--seconds`` long. Modes
+echoes per mode and round, taken in blocks of 50 with the modes taking turns), and TCP
+throughput with iperf3 towards the mobile node and back (``-R``), each ``--seconds`` long. Modes
 alternate for ``--rounds`` rounds, in an order that turns each round, and the median per
 mode is reported, so that the slow spells of a shared machine hit every mode alike.
 Targets (issue 13): RO throughput >= 0.9 x direct, RO RTT within 5 % of direct.
@@ -33,6 +33,7 @@ import ctypes
 import json
 import os
 import platform
+import re
 import select
 import shutil
 import socket
@@ -51,7 +52,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "agent" / "tests"))
 
 from machine import cpu_model  # noqa: E402
-from mip6agent.io.dataplane.ro_bpf import RO_OVERHEAD, RoBpf, available  # noqa: E402
+from mip6agent.io.dataplane.ro_bpf import PIN_ROOT, RO_OVERHEAD, RoBpf, available  # noqa: E402
 from netns import address, ip, namespaces, veth  # noqa: E402
 
 CN = IPv6Address("2001:db8:4::9")
@@ -187,7 +188,18 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def sweep_stale_pins() -> None:
+    """Remove the pins of a killed run of this bench (dead pid)."""
+    if not PIN_ROOT.is_dir():
+        return
+    for directory in PIN_ROOT.iterdir():
+        match = re.match(r"^bench(\d+)(cn|mn)$", directory.name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    sweep_stale_pins()
     ok, reason = available(cache_dir=args.cache_dir)
     if not ok:
         raise SystemExit(f"the eBPF data path is not available here: {reason}")
@@ -216,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     forward[mode].append(iperf(bench.cn_ns, HOA, args.seconds, reverse=False))
                     backward[mode].append(iperf(bench.cn_ns, HOA, args.seconds, reverse=True))
             # RTT in short blocks, the modes taking turns many times over
-            for block in range(max(1, args.pings // RTT_BLOCK) * args.rounds):
+            for block in range(max(1, args.pings // RTT_BLOCK) * args.rounds * len(MODES)):
                 mode = MODES[block % 3]
                 bench.mode(mode)
                 rtt_samples(bench.cn_ns, HOA, 5)  # warm up (neighbours, caches)
@@ -254,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "link": "veth, default offloads (TSO, checksum offload)",
             "seconds_per_iperf": args.seconds,
             "rounds": args.rounds,
-            "pings_per_round": args.pings,
+            "pings_per_mode_and_round": args.pings,
             "ro_route_mtu": LINK_MTU - RO_OVERHEAD,
         },
         "rtt_us": rtt,
@@ -285,7 +297,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per iperf3 run")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the three modes")
-    parser.add_argument("--pings", type=int, default=300, help="echo samples per round")
+    parser.add_argument("--pings", type=int, default=100, help="echoes per mode and round")
     parser.add_argument("--cache-dir", type=Path, default=None, help="compiled object cache")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args()
