@@ -22,6 +22,10 @@ throughput with iperf3 towards the mobile node and back (``-R``), each ``--secon
 alternate for ``--rounds`` rounds, in an order that turns each round, and the median per
 mode is reported, so that the slow spells of a shared machine hit every mode alike.
 Targets (issue 13): RO throughput >= 0.9 x direct, RO RTT within 5 % of direct.
+``program_cost`` gives each program's runs and mean run time per mode
+(kernel.bpf_stats_enabled is on during the run and restored after): in ``attached`` a
+lookup that misses, in ``ro`` the rewrite. That is the path's own CPU cost, which the
+throughput and RTT figures of a busy machine cannot resolve.
 Everything is removed at the end, on failure and on Ctrl-C.
 """
 
@@ -198,6 +202,52 @@ def sweep_stale_pins() -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def program_stats(*instances: RoBpf) -> dict[str, tuple[int, int]]:
+    """Runs and total run time (ns) so far of each program (kernel.bpf_stats_enabled on)."""
+    stats = {}
+    for ro in instances:
+        for name, ident in ro.program_ids().items():
+            shown = subprocess.run(
+                ["bpftool", "-j", "prog", "show", "id", str(ident)], capture_output=True, text=True
+            )
+            info = json.loads(shown.stdout) if shown.returncode == 0 else {}
+            runs, spent = int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))
+            old = stats.get(name, (0, 0))
+            stats[name] = (old[0] + runs, old[1] + spent)
+    return stats
+
+
+class Costs:
+    """Program runs and run time per mode, from snapshots around each mode's turn."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, dict[str, list[int]]] = {m: {} for m in MODES}
+
+    @contextlib.contextmanager
+    def turn(self, mode: str, bench: Bench) -> Iterator[None]:
+        before = program_stats(bench.cn, bench.mn)
+        yield
+        after = program_stats(bench.cn, bench.mn)
+        for name, (runs, spent) in after.items():
+            total = self.totals[mode].setdefault(name, [0, 0])
+            total[0] += runs - before.get(name, (0, 0))[0]
+            total[1] += spent - before.get(name, (0, 0))[1]
+
+    def report(self) -> dict[str, dict[str, dict[str, float]]]:
+        return {
+            mode: {
+                name: {"runs": runs, "ns_per_run": round(spent / runs, 1)}
+                for name, (runs, spent) in sorted(per.items())
+                if runs
+            }
+            for mode, per in self.totals.items()
+            if mode != "direct"
+        }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sweep_stale_pins()
     ok, reason = available(cache_dir=args.cache_dir)
@@ -210,7 +260,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     forward: dict[str, list[float]] = {m: [] for m in MODES}
     backward: dict[str, list[float]] = {m: [] for m in MODES}
     counters: dict[str, dict[str, int]] = {}
-    with namespaces("cn", "mn") as ns:
+    costs = Costs()
+    stats_before = BPF_STATS.read_text().strip() if BPF_STATS.exists() else None
+    if stats_before is not None:
+        BPF_STATS.write_text("1")  # run time per program (restored below)
+    with contextlib.ExitStack() as restore, namespaces("cn", "mn") as ns:
+        if stats_before is not None:
+            restore.callback(BPF_STATS.write_text, stats_before)
         bench = Bench(ns, args.cache_dir)
         server = None
         try:
@@ -225,14 +281,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # the order turns each round: slow spells of a shared machine hit every mode
                 for mode in MODES[round_ % 3 :] + MODES[: round_ % 3]:
                     bench.mode(mode)
-                    forward[mode].append(iperf(bench.cn_ns, HOA, args.seconds, reverse=False))
-                    backward[mode].append(iperf(bench.cn_ns, HOA, args.seconds, reverse=True))
+                    with costs.turn(mode, bench):
+                        forward[mode].append(iperf(bench.cn_ns, HOA, args.seconds, False))
+                        backward[mode].append(iperf(bench.cn_ns, HOA, args.seconds, True))
             # RTT in short blocks, the modes taking turns many times over
             for block in range(max(1, args.pings // RTT_BLOCK) * args.rounds * len(MODES)):
                 mode = MODES[block % 3]
                 bench.mode(mode)
                 rtt_samples(bench.cn_ns, HOA, 5)  # warm up (neighbours, caches)
-                rtts[mode] += rtt_samples(bench.cn_ns, HOA, RTT_BLOCK)
+                with costs.turn(mode, bench):
+                    rtts[mode] += rtt_samples(bench.cn_ns, HOA, RTT_BLOCK)
             counters = {"cn": bench.cn.counters(), "mn": bench.mn.counters()}
         finally:
             if server is not None:
@@ -272,6 +330,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rtt_us": rtt,
         "throughput": tput,
         "counters": counters,
+        # per mode: attached = a lookup that misses; ro = the rewrite (kernel.bpf_stats)
+        "program_cost": costs.report(),
         "targets": {
             "throughput": {
                 "figure_gbps": {d: tput["ro"][d] for d in directions},
