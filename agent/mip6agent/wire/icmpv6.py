@@ -161,7 +161,9 @@ NDOption = (
 _ND_FIXED: dict[int, tuple[struct.Struct, Callable[..., NDOption], str]] = {
     NDOptionType.PREFIX_INFORMATION: (
         _PI,
-        lambda *v: PrefixInformation(*v[:4], IPv6Address(v[4])),
+        lambda length, flags, valid, preferred, prefix: PrefixInformation(
+            length, flags, valid, preferred, IPv6Address(prefix)
+        ),
         "Prefix Information",
     ),
     NDOptionType.MTU: (_MTU, MTUOption, "MTU"),
@@ -420,8 +422,9 @@ def _decode_rs(buf: bytes, offset: int, end: int, code: int, csum: int) -> Route
 
 def _decode_ra(buf: bytes, offset: int, end: int, code: int, csum: int) -> RouterAdvertisement:
     _need(end - offset, offset, 16, "Router Advertisement")
-    fields = _RA.unpack_from(buf, offset + 4)
-    return RouterAdvertisement(*fields, decode_nd_options(buf, offset + 16, end), code, csum)
+    hop_limit, flags, lifetime, reachable, retrans = _RA.unpack_from(buf, offset + 4)
+    options = decode_nd_options(buf, offset + 16, end)
+    return RouterAdvertisement(hop_limit, flags, lifetime, reachable, retrans, options, code, csum)
 
 
 def _decode_ns(buf: bytes, offset: int, end: int, code: int, csum: int) -> NeighborSolicitation:

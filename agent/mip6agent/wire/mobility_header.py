@@ -268,22 +268,26 @@ def _decode_coti(buf: bytes, offset: int, end: int, csum: int) -> CareofTestInit
 
 def _decode_hot(buf: bytes, offset: int, end: int, csum: int) -> HomeTest:
     opts = _options(buf, offset + 24, end, offset, "HoT")
-    return HomeTest(*_TEST.unpack_from(buf, offset + 6), opts, csum)
+    index, cookie, token = _TEST.unpack_from(buf, offset + 6)
+    return HomeTest(index, cookie, token, opts, csum)
 
 
 def _decode_cot(buf: bytes, offset: int, end: int, csum: int) -> CareofTest:
     opts = _options(buf, offset + 24, end, offset, "CoT")
-    return CareofTest(*_TEST.unpack_from(buf, offset + 6), opts, csum)
+    index, cookie, token = _TEST.unpack_from(buf, offset + 6)
+    return CareofTest(index, cookie, token, opts, csum)
 
 
 def _decode_bu(buf: bytes, offset: int, end: int, csum: int) -> BindingUpdate:
     opts = _options(buf, offset + 12, end, offset, "BU")
-    return BindingUpdate(*_BU.unpack_from(buf, offset + 6), opts, csum)
+    sequence, flags, lifetime = _BU.unpack_from(buf, offset + 6)
+    return BindingUpdate(sequence, flags, lifetime, opts, csum)
 
 
 def _decode_ba(buf: bytes, offset: int, end: int, csum: int) -> BindingAck:
     opts = _options(buf, offset + 12, end, offset, "BA")
-    return BindingAck(*_BA.unpack_from(buf, offset + 6), opts, csum)
+    status, flags, sequence, lifetime = _BA.unpack_from(buf, offset + 6)
+    return BindingAck(status, flags, sequence, lifetime, opts, csum)
 
 
 def _decode_be(buf: bytes, offset: int, end: int, csum: int) -> BindingError:
