@@ -101,7 +101,7 @@ def authorization_problem(
     if len(mh_bytes) < 3 or mh_bytes[2] not in (MHType.BU, MHType.BA):
         return "not a Binding Update or Acknowledgement"
     try:
-        spans = option_spans(mh_bytes, FIXED_LENGTH[MHType(mh_bytes[2])], len(mh_bytes))
+        spans = option_spans(mh_bytes, FIXED_LENGTH[mh_bytes[2]], len(mh_bytes))
     except DecodeError as exc:
         return exc.reason
     if not spans or spans[-1][0] != MobilityOptionType.BINDING_AUTHORIZATION_DATA:

@@ -344,7 +344,7 @@ def decode_mh(buf: bytes, offset: int = 0) -> tuple[MobilityMessage, int]:
     return decoder(buf, offset, end, csum), end
 
 
-FIXED_LENGTH = {
+FIXED_LENGTH: dict[int, int] = {
     MHType.BRR: 8,
     MHType.HOTI: 16,
     MHType.COTI: 16,
