@@ -354,6 +354,23 @@ def _received(sock: socket.socket, marker: bytes, wait: float = 2.0) -> list[tup
 # --- tests --------------------------------------------------------------------------
 
 
+def test_available_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mip6agent.io.dataplane import ro_bpf
+
+    monkeypatch.setattr(ro_bpf.shutil, "which", lambda tool: None if tool == "clang" else tool)
+    assert available() == (False, "clang is not installed")
+
+
+def test_build_is_keyed_by_source_and_limits(tmp_path: Path) -> None:
+    from mip6agent.io.dataplane.ro_bpf import RoBpfError, build_digest
+
+    assert build_digest(4096, 1024) != build_digest(8192, 1024)
+    with pytest.raises(RoBpfError, match="no-such-clang not found"):
+        build(tmp_path, clang="no-such-clang")
+    with pytest.raises(RoBpfError, match="outside"):
+        build(tmp_path, cn_max_bindings=0)
+
+
 def test_available_on_this_kernel() -> None:
     _require_toolchain()
     ok, reason = available(cache_dir=_cache_dir())
