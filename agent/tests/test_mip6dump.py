@@ -194,3 +194,54 @@ def test_help_explains() -> None:
     out = mip6dump("--help").stdout
     for flag in ("-r FILE", "-i IFACE", "-c N", "-a", "-v", "-T"):
         assert flag in out
+
+
+def _tunnel(src: IPv6Address, dst: IPv6Address, inner: bytes, hop_limit: int = 64) -> bytes:
+    """RFC 2473 IPv6-in-IPv6, as a home agent and a mobile node tunnel."""
+    header = bytes.fromhex("60000000") + len(inner).to_bytes(2, "big") + bytes([41, hop_limit])
+    return header + src.packed + dst.packed + inner
+
+
+def _tunnelled_packets() -> list[bytes]:
+    ping = bytes.fromhex("6000000000083a40") + HOA.packed + CN.packed
+    ping += bytes.fromhex("8000000000010001")
+    bu = wire.build_packet(COA, HA, wire.BindingUpdate(3, 0xC000, 60))
+    return [
+        # a reverse-tunnelled HoTI (MN -> HA -> CN) and the CN's answer tunnelled back
+        _tunnel(COA, HA, wire.build_packet(HOA, CN, wire.HomeTestInit(bytes(range(8))))),
+        _tunnel(HA, COA, wire.build_packet(CN, HOA, wire.BindingError(2, IPv6Address("::")))),
+        # reverse-tunnelled data: not Mobile IPv6 by itself
+        _tunnel(COA, HA, ping),
+        # a tunnel inside a tunnel, the innermost a BU
+        _tunnel(COA, HA, _tunnel(COA, HA, bu)),
+    ]
+
+
+def _tunnelled(tmp_path: Path) -> Path:
+    return write_pcap(tmp_path / "tunnelled.pcap", _tunnelled_packets())
+
+
+def test_tunnelled_mobility_headers_match_tshark(tmp_path: Path) -> None:
+    """HoTI/HoT and other MH that a home agent and a mobile node tunnel (next header 41):
+    the inner packet's fields follow the outer ones, as tshark lists both layers."""
+    capture = _tunnelled(tmp_path)
+    ours = dump_json(capture)
+    assert [row["frame.number"] for row in ours] == ["1", "2", "4"]
+    assert ours[0]["ipv6.src"] == f"{COA},{HOA}" and ours[0]["ipv6.nxt"] == "41,135"
+    assert ours[0]["mip6.mhtype"] == "1" and ours[1]["mip6.be.status"] == "2"
+    names = sorted({n for row in ours for n in row} - {"frame.number"})
+    rows = tshark_fields(capture, names)
+    by_frame = dict(zip(range(1, len(rows) + 1), rows, strict=True))
+    for mine in ours:
+        other = by_frame[int(mine["frame.number"])]
+        for name in names:
+            assert mine.get(name, "") == other[name], f"frame {mine['frame.number']}: {name}"
+    # every frame (with -a) agrees with tshark's JSON as well
+    _agree(tmp_path, _tunnelled_packets())
+
+
+def test_tunnelled_text_line(tmp_path: Path) -> None:
+    lines = mip6dump("-r", str(_tunnelled(tmp_path))).stdout.splitlines()
+    assert len(lines) == 3, lines
+    assert f"{COA} > {HA}: IP6 {HOA} > {CN}: MH HoTI" in lines[0]
+    assert f"{COA} > {HA}: IP6 {COA} > {HA}: IP6 {COA} > {HA}: MH BU seq 3" in lines[2]

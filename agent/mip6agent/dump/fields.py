@@ -69,6 +69,7 @@ from ..wire.constants import (
     RA_FLAG_M,
     RA_FLAG_O,
 )
+from .classify import layers
 
 Fields = dict[str, list[str]]
 
@@ -229,8 +230,19 @@ def _icmpv6(out: Fields, packet: Packet) -> None:
 
 
 def packet_fields(packet: Packet) -> dict[str, str]:
-    """The packet's fields, each valued as ``tshark -T fields -e NAME`` prints it."""
+    """The packet's fields, each valued as ``tshark -T fields -e NAME`` prints it.
+
+    A tunnelled packet (IPv6-in-IPv6) contributes its fields after the outer packet's, so a
+    field both carry lists the outer value first, as tshark does (``ipv6.src`` = outer
+    source, inner source).
+    """
     out: Fields = defaultdict(list)
+    for layer in layers(packet):
+        _layer_fields(out, layer)
+    return {name: ",".join(values) for name, values in out.items() if values}
+
+
+def _layer_fields(out: Fields, packet: Packet) -> None:
     out["ipv6.src"].append(addr(packet.src))
     out["ipv6.dst"].append(addr(packet.dst))
     out["ipv6.nxt"].append(str(packet.next_header))
@@ -247,4 +259,3 @@ def packet_fields(packet: Packet) -> dict[str, str]:
         _mobility(out, packet)
     elif packet.protocol == IPPROTO_ICMPV6 and not isinstance(packet.payload, bytes):
         _icmpv6(out, packet)
-    return {name: ",".join(values) for name, values in out.items() if values}

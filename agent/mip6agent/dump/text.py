@@ -38,6 +38,7 @@ from ..wire import (
     UnknownNDOption,
 )
 from ..wire.constants import BAStatus, BEStatus
+from .classify import layers
 
 _BU_FLAGS = "AHLKMRP"
 _BA_FLAGS = "KRP"
@@ -176,7 +177,14 @@ def _icmp(payload: object, verbose: bool) -> str:
 
 
 def format_line(packet: Packet, verbose: bool = False) -> str:
-    """``src > dst: [RH2 ...] [HAO ...] message`` for one packet."""
+    """``src > dst: [RH2 ...] [HAO ...] message`` for one packet; a tunnelled packet as
+    ``src > dst: IP6 <the inner packet's line>``."""
+    inner = layers(packet)
+    if len(inner) > 1:
+        outer = f"{packet.src} > {packet.dst}:"
+        if verbose:
+            outer += f" (hlim {packet.hop_limit}, payload {len(packet.payload_bytes)})"
+        return f"{outer} IP6 {format_line(inner[1], verbose)}"
     parts = [f"{packet.src} > {packet.dst}:"]
     rh2 = packet.routing_header_type2
     if rh2 is not None:
