@@ -48,6 +48,29 @@ class Exchange:
         self.mn_actions: list = []
         self.cn_actions: list = []
         self.drop = lambda packet: False
+        self.tokens: dict[str, bytes] = {}  # the last HoT and CoT tokens the node got
+        self.checked = 0
+
+    def check_bu(self, packet: wire.Packet) -> None:
+        """Every BU the node sends verifies, by the RFC formula, under the tokens it got."""
+        bu = packet.payload
+        if not isinstance(bu, wire.BindingUpdate):
+            return
+        if bu.lifetime == 0:
+            key, care_of = ref.kbm(self.tokens["home"]), HOA
+        else:
+            key, care_of = ref.kbm(self.tokens["home"], self.tokens["careof"]), packet.src
+        assert ref.bad_ok(key, care_of, CN, packet.payload_bytes)
+        self.checked += 1
+
+    def to_mn(self, packet: wire.Packet, now: float) -> list:
+        if not self.mn.wants(packet):
+            return []
+        if isinstance(packet.payload, wire.HomeTest):
+            self.tokens["home"] = packet.payload.token
+        elif isinstance(packet.payload, wire.CareofTest):
+            self.tokens["careof"] = packet.payload.token
+        return self.mn.receive(packet, now)
 
     @staticmethod
     def new_cn(seed: int = 3) -> Correspondent:
@@ -68,12 +91,14 @@ class Exchange:
                 continue
             packet = wire.parse_packet(action.data, check_checksum=True)
             self.log.append(packet)
+            if sender == "mn":
+                self.check_bu(packet)
             if self.drop(packet):
                 continue
             if sender == "mn":
                 queue += [(a, "cn") for a in self.cn.receive(packet, now)]
-            elif self.mn.wants(packet):
-                queue += [(a, "mn") for a in self.mn.receive(packet, now)]
+            else:
+                queue += [(a, "mn") for a in self.to_mn(packet, now)]
 
     def run_timers(self, until: float) -> None:
         while True:
@@ -90,8 +115,8 @@ class Exchange:
         if isinstance(action, act.SendPacket):
             packet = wire.parse_packet(action.data, check_checksum=True)
             self.log.append(packet)
-            if not self.drop(packet) and self.mn.wants(packet):
-                self.deliver(self.mn.receive(packet, now), now)
+            if not self.drop(packet):
+                self.deliver(self.to_mn(packet, now), now)
 
     def take_log(self) -> list[wire.Packet]:
         log, self.log = self.log, []
@@ -442,6 +467,7 @@ def test_random_moves_with_loss_converge(steps: list) -> None:
         now += wait
     net.drop = lambda packet: False
     net.run_timers(now + 200)  # retransmissions (at most 63 s) and any hold (60 s) are over
+    assert net.checked > 0 or net.mn.state == "idle"
     binding = net.cn.bindings.get((HOA, CN))
     if net.mn.care_of_address is None:
         assert net.mn.state == "idle" and binding is None
