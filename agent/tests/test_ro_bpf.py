@@ -736,6 +736,10 @@ def test_detach_leaves_nothing(plain_pair: Pair) -> None:
         "obj", str(obj), "sec", "tc/cn_ingress")  # fmt: skip
     assert "pref 7 bpf" in _tc(p.cn_ns, "filter", "show", "dev", "side", "ingress")
     p.cn.attach("side", "cn")
+    # an empty clsact someone else added stays as well
+    ip("-n", p.cn_ns, "link", "add", "name", "other", "type", "veth", "peer", "name", "other1")
+    _tc(p.cn_ns, "qdisc", "add", "dev", "other", "clsact")
+    p.cn.attach("other", "cn")
     programs = {**p.cn.program_ids(), **{f"mn {k}": v for k, v in p.mn.program_ids().items()}}
     maps = [*p.cn.map_ids().values(), *p.mn.map_ids().values()]
     for ro, ns in ((p.cn, p.cn_ns), (p.mn, p.mn_ns)):
@@ -747,6 +751,7 @@ def test_detach_leaves_nothing(plain_pair: Pair) -> None:
             assert _tc(ns, "filter", "show", "dev", "eth0", direction) == ""
     assert "clsact" in _tc(p.cn_ns, "qdisc", "show", "dev", "side")
     assert "pref 7 bpf" in _tc(p.cn_ns, "filter", "show", "dev", "side", "ingress")
+    assert "clsact" in _tc(p.cn_ns, "qdisc", "show", "dev", "other")  # not ours: it stays
     assert "bpf" not in _tc(p.cn_ns, "filter", "show", "dev", "side", "egress")
     for name, ident in programs.items():
         assert _gone("prog", ident), f"program {name} ({ident}) still loaded"

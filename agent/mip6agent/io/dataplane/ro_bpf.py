@@ -432,7 +432,7 @@ class RoBpf:
         marker = self.pin_dir / f"build-{build_digest(self.cn_max_bindings, self.mn_max_bindings)}"
         fresh = not (self._pins_complete() and marker.is_dir())
         if fresh:
-            self._unpin()
+            self._unpin(keep_qdisc_markers=True)
             obj = build(
                 self.cache_dir,
                 cn_max_bindings=self.cn_max_bindings,
@@ -480,17 +480,26 @@ class RoBpf:
         self._progs.clear()
         self._maps.clear()
 
-    def _unpin(self) -> None:
+    def _unpin(self, keep_qdisc_markers: bool = False) -> None:
+        """Remove progs/, maps/ and the build marker; the clsact markers too unless kept."""
         if not self.pin_dir.is_dir():
             return
-        for directory in self.pin_dir.iterdir():  # progs, maps and the build marker
-            if directory.is_dir():
-                for pin in directory.iterdir():
+        for entry in self.pin_dir.iterdir():
+            if keep_qdisc_markers and entry.name.startswith("clsact-"):
+                continue
+            if entry.is_dir():
+                for pin in entry.iterdir():
                     pin.unlink()
-                directory.rmdir()
+                entry.rmdir()
             else:
-                directory.unlink()
-        self.pin_dir.rmdir()
+                entry.unlink()
+        if not any(self.pin_dir.iterdir()):
+            self.pin_dir.rmdir()
+
+    def _qdisc_marker(self, index: int) -> Path:
+        """Marks a clsact this instance added (bpffs holds directories, not files)."""
+        ns = f"/run/netns/{self.netns}" if self.netns else "/proc/thread-self/ns/net"
+        return self.pin_dir / f"clsact-{os.stat(ns).st_ino}-{index}"
 
     def program_ids(self) -> dict[str, int]:
         """Kernel ids of our loaded programs (``bpftool prog show id N``)."""
@@ -525,6 +534,8 @@ class RoBpf:
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise RoBpfError(f"clsact on {ifname}: {exc}") from exc
+                else:
+                    self._qdisc_marker(index).mkdir(exist_ok=True)
             for direction, program in PROGRAMS[role].items():
                 try:
                     ipr.tc(
@@ -556,7 +567,8 @@ class RoBpf:
         return found
 
     def detach_interface(self, ifname: str) -> None:
-        """Remove our filters from one interface, and its clsact once no filter is left."""
+        """Remove our filters from one interface, and the clsact qdisc if we added it and
+        no filter (ours or anyone's) is left on it."""
         with _ipr(self.netns) as ipr:
             self._detach_index(ipr, _ifindex(ipr, ifname))
 
@@ -578,13 +590,15 @@ class RoBpf:
                         prio=prio,
                         protocol=_ETH_P_IPV6,
                     )
-        if ours and not any(_filter_count(ipr, index, d) for d in _PARENT):
+        marker = self._qdisc_marker(index)
+        if marker.is_dir() and not any(_filter_count(ipr, index, d) for d in _PARENT):
             with contextlib.suppress(NetlinkError):
                 ipr.tc("del", "clsact", index)
+            marker.rmdir()
 
     def detach(self) -> None:
-        """Remove every filter of ours in the namespace, the clsact qdiscs they leave
-        empty, and the programs, maps and pins (bindings with them)."""
+        """Remove every filter of ours in the namespace, the clsact qdiscs we added that
+        are left empty, and the programs, maps and pins (bindings with them)."""
         with _ipr(self.netns) as ipr:
             for link in ipr.get_links():
                 self._detach_index(ipr, link["index"])
