@@ -11,7 +11,11 @@ disabled``) starts, and we time from its Popen to
 
 - ``control``: the control socket answers ``status`` (polled every 5 ms), and
 - ``serving``: a refresh BU for binding 0, sent every 10 ms from ``lg`` by a worker started
-  before the agent, gets its first accepted Binding Acknowledgement.
+  before the agent, gets its first accepted Binding Acknowledgement;
+- ``new_registration``: the same for a home address that was not saved (its BA waits for
+  its route, which the kernel thread installs after reconciliation);
+- ``reconciled``: ``status`` says the kernel matches the restored cache (the agent serves
+  while it reconciles: the previous run's routes keep forwarding meanwhile).
 
 The **baseline** is the same start with nothing saved and an empty kernel (N = 0), in the
 same run. The agent's log gives the reconcile counts (all N must be adopted: nothing
@@ -69,8 +73,10 @@ ROUTER_ADDRESS = "2001:db8:1::fffe"
 
 
 def worker_refresh(spec: dict[str, Any]) -> dict[str, Any]:
-    """Send a refresh BU for binding 0 every 10 ms until an accepted BA arrives."""
-    hoa, coa = home_address(0), care_of_address(0)
+    """Send a BU for binding ``index`` (default 0: a refresh of a saved binding; N: a new
+    registration) every 10 ms until an accepted BA arrives."""
+    index = int(spec.get("index", 0))
+    hoa, coa = home_address(index), care_of_address(index)
     rx, tx = raw_receiver(IPPROTO_ROUTING), raw_sender()  # the BA has a Type 2 RH
     sequence = int(spec["sequence"])
     print("ready", flush=True)
@@ -88,7 +94,7 @@ def worker_refresh(spec: dict[str, Any]) -> dict[str, Any]:
                 break
             size = rx.recv_into(buffer)
             parsed = parse_binding_ack(buffer, size)
-            if parsed is not None and parsed[1] == 0:
+            if parsed is not None and parsed[1] == 0 and parsed[0][0] == hoa.packed:
                 return {"answered_at": time.time(), "sent": sent}
     return {"answered_at": None, "sent": sent}
 
@@ -195,6 +201,8 @@ def one_start(the_lab: Lab, count: int, tag: str) -> dict[str, Any]:
     the_lab.agents.append(agent)
     timeout = 60.0 + count / 500
     refresh = the_lab.start(lg, "refresh", {"sequence": 1, "timeout": timeout})
+    # A home address not saved: its BA waits for its route, so for reconciliation.
+    fresh = the_lab.start(lg, "refresh", {"sequence": 1, "timeout": timeout, "index": count})
     result: dict[str, Any] = {"bindings": count}
     started = time.time()
     handle = agent.log.open("ab")
@@ -220,9 +228,19 @@ def one_start(the_lab: Lab, count: int, tag: str) -> dict[str, Any]:
             break
         except ControlError:
             time.sleep(0.005)
+    reconciled_at = None
+    while control_at and time.time() < started + timeout:
+        restored = call(agent.socket, "status", timeout=5).get("restored") or {}
+        if restored.get("reconciled"):
+            reconciled_at = time.time()
+            break
+        time.sleep(0.05)
     out, _err = refresh.communicate(timeout=timeout + 10)
     answered = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     serving_at = answered.get("answered_at")
+    out, _err = fresh.communicate(timeout=timeout + 10)
+    new_answered = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    new_at = new_answered.get("answered_at")
     log = agent.log.read_text(errors="replace")
     reconciled = re.search(
         r"reconciled bindings on \S+: (\d+) adopted, (\d+) added, (\d+) updated, (\d+) removed",
@@ -239,6 +257,10 @@ def one_start(the_lab: Lab, count: int, tag: str) -> dict[str, Any]:
             "serving_s": round(max(serving_at, control_at or 0) - started, 3)
             if serving_at
             else None,
+            "new_registration_s": round(max(new_at, control_at or 0) - started, 3)
+            if new_at
+            else None,
+            "reconciled_s": round(reconciled_at - started, 3) if reconciled_at else None,
             "refresh_bus_sent": answered.get("sent"),
             "bindings_after_start": bindings,
             "reconcile": dict(

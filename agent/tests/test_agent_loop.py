@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +157,54 @@ def test_peek_reads_home_address_source_and_nai_without_decoding() -> None:
     ack = wire.build_packet(ha, coa, wire.BindingAck(0, 0, 1, 10))
     assert peek_binding_update("mh", ha, ack[40:]) is None
     assert peek_binding_update("dstopts", coa, data[40:50]) is None
+
+
+def test_a_refresh_does_not_wait_behind_another_bindings_kernel_change(tmp_path: Path) -> None:
+    """Home agent lanes: a batch that only sends and saves, for a binding with nothing
+    queued, goes past a kernel change that is still running (a restart's reconciliation
+    or a slow route install); one for the binding being changed keeps its order."""
+    from mip6agent.core.home_agent import HomeAgent, HomeAgentSettings, HomeLink
+
+    moved, other = IPv6Address("2001:db8:1::100"), IPv6Address("2001:db8:1::200")
+    coa, ha = IPv6Address("2001:db8:2::100"), IPv6Address("2001:db8:1::1")
+    order: list[str] = []
+
+    async def scenario() -> None:
+        agent = Agent(_config(tmp_path))
+        link = HomeLink("eth0", ha, (IPv6Network("2001:db8:1::/64"),))
+        agent.core = HomeAgent(HomeAgentSettings(links=(link,)))
+        kernel_free = asyncio.Event()
+
+        async def do(action: act.Action) -> None:
+            if isinstance(action, act.InstallBinding):
+                await kernel_free.wait()
+            order.append(f"{type(action).__name__} {getattr(action, 'key', '') or ''}".strip())
+
+        agent._do = do  # type: ignore[method-assign]
+        agent._consumer = asyncio.create_task(agent._carry_out(agent._queue, slow=True))
+        agent._fast_consumer = asyncio.create_task(agent._carry_out(agent._fast, slow=False))
+        agent.feed(
+            [
+                act.InstallBinding(moved, coa, ha, "eth0"),
+                act.StateChanged("binding_cache", key=moved),
+            ]
+        )
+        agent.feed(
+            [act.Log("info", "refresh"), act.StateChanged("binding_cache", urgent=False, key=other)]
+        )
+        agent.feed([act.Log("info", "moved again"), act.StateChanged("binding_cache", key=moved)])
+        await asyncio.sleep(0.05)
+        assert order == ["Log", f"StateChanged {other}"], "the refresh went first"
+        kernel_free.set()
+        await asyncio.wait_for(asyncio.gather(agent._queue.join(), agent._fast.join()), 5)
+        assert order[2:] == [
+            "InstallBinding",
+            f"StateChanged {moved}",
+            "Log",
+            f"StateChanged {moved}",
+        ]
+        assert not +agent._waiting, "nothing is left counted as waiting"
+        agent._consumer.cancel()
+        agent._fast_consumer.cancel()
+
+    asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Iterable, Iterator
@@ -59,6 +60,10 @@ class Binding:
         """
         if isinstance(data, cls):
             return data
+        if type(data) is dict and (data.keys() == _KEYS or data.keys() == _REQUIRED_KEYS):
+            fast = cls._well_formed(data)
+            if fast is not None:
+                return fast
         if not isinstance(data, dict):
             raise ValueError(f"binding must be an object, got {type(data).__name__}")
         missing = [key for key in _REQUIRED if key not in data]
@@ -110,6 +115,47 @@ class Binding:
             recovered=recovered,
         )
 
+    @classmethod
+    def _well_formed(cls, data: dict) -> Binding | None:
+        """from_dict for a row that passes every check, in one pass (a restart reads
+        100,000 of them); None sends anything unusual to the checks that explain it."""
+        home, coa, agent = data["home_address"], data["care_of_address"], data["home_agent"]
+        interface, nai = data["interface"], data["nai"]
+        sequence, flags = data["sequence"], data["flags"]
+        recovered = data.get("recovered", False)
+        times = (data["lifetime"], data["expires"], data["registered"])
+        if not (
+            type(home) is str
+            and type(coa) is str
+            and type(agent) is str
+            and type(interface) is str
+            and interface
+            and (nai is None or type(nai) is str)
+            and type(recovered) is bool
+            and type(sequence) is int
+            and 0 <= sequence < 1 << 16
+            and type(flags) is int
+            and 0 <= flags < 1 << 16
+            and all(type(t) in (int, float) and 0 <= t < math.inf for t in times)
+        ):
+            return None
+        try:
+            addresses = [_packed_address(home), _packed_address(coa), _home_agent(agent)]
+        except OSError:
+            return None  # scope ids, errors: the full checks
+        lifetime, expires, registered = times
+        return cls(
+            *addresses,
+            interface,
+            sequence,
+            float(lifetime),
+            float(expires),
+            flags,
+            nai,
+            float(registered),
+            recovered,
+        )
+
 
 _REQUIRED = (
     "home_address",
@@ -123,6 +169,20 @@ _REQUIRED = (
     "nai",
     "registered",
 )
+
+
+_REQUIRED_KEYS = frozenset(_REQUIRED)
+_KEYS = _REQUIRED_KEYS | {"recovered"}
+
+
+def _packed_address(text: str) -> IPv6Address:
+    return IPv6Address(int.from_bytes(inet_pton(AF_INET6, text), "big"))
+
+
+@functools.lru_cache(maxsize=64)
+def _home_agent(text: str) -> IPv6Address:
+    """A home agent has few addresses: every row names one of them."""
+    return _packed_address(text)
 
 
 def _address(text: str) -> IPv6Address:

@@ -47,7 +47,7 @@ from . import kernel
 from .logthrottle import LogThrottle
 from .movement import InterfaceState, MovementWatcher
 from .persistence import BindingStore, StateStore
-from .restore import BindingJournal, restore_home_agent
+from .restore import BindingJournal, reconcile_home_agent, reconcile_plan, restore_home_agent
 from .settings import (
     SettingsError,
     describe_key_changes,
@@ -83,6 +83,7 @@ class Agent:
         self.binding_store = BindingStore(config.state_dir)
         self._journal = BindingJournal()
         self.restored: dict[str, Any] | None = None  # what the last start-up restore found
+        self._reconciling: asyncio.Future | None = None
         self.core: HomeAgent | MobileNode | Correspondent | None = None
         self.dataplane: DataPlane | None = None
         self.transport: SignalingTransport | None = None
@@ -97,6 +98,11 @@ class Agent:
         self._saver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-save")
         self._kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-kernel")
         self._queue: asyncio.Queue[list] = asyncio.Queue()
+        # Batches that only send, log and note state for bindings with no batch waiting in
+        # _queue (a refresh): they must not wait behind another binding's kernel change.
+        self._fast: asyncio.Queue[list] = asyncio.Queue()
+        self._waiting: collections.Counter[IPv6Address] = collections.Counter()
+        self._fast_consumer: asyncio.Task | None = None
         # Received packets wait here: refreshes of known bindings and BUs naming a known
         # key go first, so a flood from unknown senders cannot starve them.
         self._urgent_input: collections.deque[Received] = collections.deque()
@@ -104,7 +110,8 @@ class Agent:
         self._draining = False
         self.agent_counters: collections.Counter[str] = collections.Counter()
         self.config_generation = 1
-        self._known: set[str] = set()  # care-of addresses in the kernel's known-senders set
+        # Care-of addresses in the kernel's known-senders set.
+        self._known: set[IPv6Address] = set()
         self._known_timer: asyncio.TimerHandle | None = None
         self.throttle: LogThrottle | None = None  # set by the CLI when it installs one
         self.last_reload: dict[str, object] | None = None
@@ -139,6 +146,7 @@ class Agent:
             await self.close()
             raise AgentError(f"data plane: {exc}") from None
         await self._restore()
+        self._start_reconcile()
         self._known_senders_changed()
         self.transport.gate = self._gate
         self.transport.attach(self._loop, self._received)
@@ -148,12 +156,57 @@ class Agent:
         except OSError as exc:
             await self.close()
             raise AgentError(f"control socket {self.config.control_socket}: {exc}") from None
-        self._consumer = asyncio.create_task(self._carry_out())
+        self._consumer = asyncio.create_task(self._carry_out(self._queue, slow=True))
+        self._fast_consumer = asyncio.create_task(self._carry_out(self._fast, slow=False))
         if isinstance(self.core, MobileNode):
             self.watcher = MovementWatcher(self.core.settings.interfaces, self._loop, self._moved)
             self.watcher.start()
         self._reschedule()
         log.info("mip6agent %s started as %s", __version__, self.config.role)
+
+    def _start_reconcile(self) -> None:
+        """HA: make the kernel match the restored cache while already serving.
+
+        Submitted to the kernel thread before anything else can be, so every route change
+        the core asks for later applies on top of it. Until it ends, packets follow what the
+        previous run left in the kernel, and refreshes are answered (they change nothing
+        there); a new or moved binding's BA waits for its route, hence for this.
+        """
+        if not isinstance(self.core, HomeAgent) or self.dataplane is None or not self.restored:
+            return
+        plans = reconcile_plan(self.core)
+        remove_stale = self.restored["status"] != "damaged"
+        began = time.monotonic()
+        future = self._loop.run_in_executor(
+            self._kernel, reconcile_home_agent, self.dataplane, plans, remove_stale
+        )
+        self._reconciling = asyncio.ensure_future(self._reconciled(future, began))
+
+    async def _reconciled(self, future: asyncio.Future, began: float) -> None:
+        assert self.restored is not None
+        try:
+            reports = await future
+        except Exception as exc:  # the agent goes on serving with the kernel as it is
+            self.agent_counters["reconcile_failed"] += 1
+            self.restored["reconcile_error"] = str(exc)
+            log.error(
+                "reconciling the kernel with the restored bindings failed: %s",
+                exc,
+                exc_info=not isinstance(exc, DataPlaneError),
+            )
+            return
+        for interface, report in reports.items():
+            log.info(
+                "reconciled bindings on %s: %d adopted, %d added, %d updated, %d removed",
+                interface,
+                len(report.adopted),
+                len(report.added),
+                len(report.updated),
+                len(report.removed),
+            )
+        self.restored["removed"] = sum(len(r.removed) for r in reports.values())
+        self.restored["reconciled"] = True
+        self.restored["reconcile_s"] = round(time.monotonic() - began, 3)
 
     def _preflight(self) -> list[str]:
         config, problems = self.config, []
@@ -204,23 +257,28 @@ class Agent:
             return
         cache = self.core.cache
         # Only the CoAs whose bindings came or went: no walk over the cache per change.
-        changed = {str(c) for c in cache.take_care_of_changes()}
-        wanted = {c for c in changed if cache.has_care_of(IPv6Address(c))}
-        add, remove = sorted(wanted - self._known), sorted((changed - wanted) & self._known)
+        changed = cache.take_care_of_changes()
+        wanted = {c for c in changed if cache.has_care_of(c)}
+        add, remove = wanted - self._known, (changed - wanted) & self._known
         if not add and not remove:
             return
         try:
-            await self.kernel(nft.set_known_senders, add, remove)
+            # Text for nft on the kernel thread: 100,000 str() calls after a restart.
+            await self.kernel(_set_known_senders, add, remove)
         except nft.NftError as exc:
             self.agent_counters["known_senders_failed"] += 1
             log.error("known senders not updated: %s", exc, extra={"mip6_kind": "nft"})
             # Start again from what the kernel holds, against every CoA in the cache.
-            self._known = await self.kernel(nft.known_senders)
+            try:
+                self._known = {IPv6Address(c) for c in await self.kernel(nft.known_senders)}
+            except nft.NftError as again:  # the table itself is gone: assume nothing in it
+                log.error("known senders not read: %s", again, extra={"mip6_kind": "nft"})
+                self._known = set()
             cache.mark_care_of_changed(cache.care_of_addresses())
-            cache.mark_care_of_changed(IPv6Address(c) for c in self._known)
+            cache.mark_care_of_changed(self._known)
             self._known_senders_changed()
             return
-        self._known = (self._known | wanted) - set(remove)
+        self._known = (self._known | wanted) - remove
 
     async def _build_core(self) -> HomeAgent | MobileNode | Correspondent:
         if self.config.role == "ha":
@@ -310,14 +368,21 @@ class Agent:
         if getattr(self, "_consumer", None) is not None:
             # Bounded: a kernel call that hangs must not keep SIGTERM from ending the agent.
             try:
-                await asyncio.wait_for(self._queue.join(), SHUTDOWN_GRACE)
+                await asyncio.wait_for(
+                    asyncio.gather(self._queue.join(), self._fast.join()), SHUTDOWN_GRACE
+                )
             except TimeoutError:
                 log.warning(
                     "stopping with %d action batches not carried out after %g s",
-                    self._queue.qsize(),
+                    self._queue.qsize() + self._fast.qsize(),
                     SHUTDOWN_GRACE,
                 )
             self._consumer.cancel()
+            if self._fast_consumer is not None:
+                self._fast_consumer.cancel()
+        if self._reconciling is not None and not self._reconciling.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reconciling), SHUTDOWN_GRACE)
         await self._save()
         self._saver.shutdown(wait=True)
         self.binding_store.close()
@@ -385,7 +450,6 @@ class Agent:
         core = self.core
         if core is None:
             return
-        out: list = []
         debug = log.isEnabledFor(logging.DEBUG)
         others = OTHER_BATCH
         for _ in range(INPUT_BATCH):
@@ -400,11 +464,13 @@ class Agent:
             if debug:
                 log.debug("in  %s: %s", interface, format_line(received.packet, verbose=True))
             try:
-                out += core.receive(received.packet, time.time(), interface)
+                # One batch per packet: a refresh's BA must not wait for another packet's
+                # kernel change (see _enqueue).
+                self._enqueue(core.receive(received.packet, time.time(), interface))
             except Exception:  # one packet must never stop the agent
                 self.agent_counters["receive_failed"] += 1
                 log.exception("packet from %s not handled", received.src)
-        self.feed(out)
+        self._reschedule()
         if (self._urgent_input or self._other_input) and not self._draining:
             self._draining = True
             self._loop.call_soon(self._drain)
@@ -430,9 +496,23 @@ class Agent:
             self.feed(self.core.handle_timer(time.time()))
 
     def feed(self, actions: list) -> None:
-        if actions:
-            self._queue.put_nowait(actions)
+        self._enqueue(actions)
         self._reschedule()
+
+    def _enqueue(self, actions: list) -> None:
+        """A home agent's batch that needs no kernel change, for bindings no queued batch
+        changes, goes to the fast lane; everything else keeps its order in _queue."""
+        if not actions:
+            return
+        keys = _binding_keys(actions)
+        if keys is not None and isinstance(self.core, HomeAgent):
+            if all(type(a) in _NO_KERNEL for a in actions) and not any(
+                self._waiting[k] for k in keys
+            ):
+                self._fast.put_nowait(actions)
+                return
+            self._waiting.update(keys)
+        self._queue.put_nowait(actions)
 
     def _reschedule(self) -> None:
         if self._timer is not None:
@@ -444,10 +524,11 @@ class Agent:
 
     # --- carrying out actions ---------------------------------------------------------------
 
-    async def _carry_out(self) -> None:
+    async def _carry_out(self, queue: asyncio.Queue[list] | None = None, slow: bool = True) -> None:
         """Carry out every action; one that fails is logged and counted, never fatal."""
+        queue = self._queue if queue is None else queue
         while True:
-            batch = await self._queue.get()
+            batch = await queue.get()
             try:
                 for action in batch:
                     try:
@@ -466,7 +547,10 @@ class Agent:
                             extra={"mip6_kind": f"action_failed.{name}"},
                         )
             finally:
-                self._queue.task_done()
+                if slow and isinstance(self.core, HomeAgent):
+                    self._waiting.subtract(_binding_keys(batch) or ())
+                    self._waiting += collections.Counter()  # drop the zeros
+                queue.task_done()
 
     async def _do(self, action: act.Action) -> None:
         transport, dataplane = self.transport, self.dataplane
@@ -890,3 +974,25 @@ def _ifname(index: int) -> str | None:
         return socket.if_indextoname(index)
     except OSError:
         return None
+
+
+def _set_known_senders(add: set[IPv6Address], remove: set[IPv6Address]) -> None:
+    nft.set_known_senders(sorted(map(str, add)), sorted(map(str, remove)))
+
+
+# What a home agent's fast lane may carry out: nothing that waits for the kernel thread.
+_NO_KERNEL = (act.SendPacket, act.Log, act.StateChanged)
+
+
+def _binding_keys(batch: list) -> set[IPv6Address] | None:
+    """The home addresses a batch acts on; None when it may act on any (StateChanged for
+    a whole table)."""
+    keys: set[IPv6Address] = set()
+    for action in batch:
+        if isinstance(action, act.StateChanged):
+            if action.key is None:
+                return None
+            keys.add(action.key)
+        elif isinstance(action, (act.InstallBinding, act.RemoveBinding)):
+            keys.add(action.home_address)
+    return keys

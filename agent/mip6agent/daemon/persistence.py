@@ -326,7 +326,7 @@ def _check_row(key: object, data: object, digest: object) -> tuple[dict, Binding
         binding = Binding.from_dict(value)
     except ValueError as exc:
         return str(exc)
-    if str(binding.home_address) != key:
+    if value["home_address"] != key and str(binding.home_address) != key:
         return f"holds the binding of {binding.home_address}"
     return value, binding
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from ipaddress import IPv6Address
 from operator import attrgetter
 from typing import Any
 
 from ..core.binding_cache import Binding
 from ..core.home_agent import HomeAgent, HomeLink
-from ..io.dataplane import DataPlane
+from ..io.dataplane import DataPlane, ReconcileReport
 from ..wire.constants import BU_FLAG_A, BU_FLAG_H
 from .persistence import BindingStore, LoadResult
 
@@ -41,7 +41,9 @@ async def restore_home_agent(
     now: float,
     log: logging.Logger,
 ) -> dict[str, Any]:
-    """Load ``store`` into ``core`` and make the kernel match; returns a summary."""
+    """Load ``store`` into ``core``; returns a summary. The kernel is made to match later,
+    by :func:`reconcile_home_agent` (the agent serves meanwhile: the routes a previous run
+    left keep forwarding, and a refresh needs no kernel change)."""
     result: LoadResult = await run_in_kernel(store.load)
     damaged = result.status == "damaged"
     if damaged:
@@ -66,40 +68,15 @@ async def restore_home_agent(
     recovered = 0
     if damaged and dataplane is not None:
         recovered = await _recover_from_kernel(core, dataplane, run_in_kernel, now, log)
-    reports = {}
-    if dataplane is not None:
-        for link in core.settings.links:
-            wanted = {
-                b.home_address: b.care_of_address
-                for b in core.cache
-                if b.interface == link.interface
-            }
-            report = await run_in_kernel(
-                dataplane.ha_reconcile,
-                wanted,
-                link.address,
-                link.interface,
-                not damaged,
-                core.cache.link_locals(link.interface),
-            )
-            reports[link.interface] = report
-            log.info(
-                "reconciled bindings on %s: %d adopted, %d added, %d updated, %d removed",
-                link.interface,
-                len(report.adopted),
-                len(report.added),
-                len(report.updated),
-                len(report.removed),
-            )
     if damaged:
         # A fresh file with exactly what is known now; the damaged one is kept aside.
-        rows = [b.to_dict() for b in core.cache]
-        await run_in_kernel(store.replace_all, rows, core.replay.snapshot())
+        fresh = [b.to_dict() for b in core.cache]
+        await run_in_kernel(store.replace_all, fresh, core.replay.snapshot())
     elif expired:
         gone = [str(b["home_address"]) for b in result.bindings]
         gone = [h for h in gone if IPv6Address(h) not in core.cache]
         await run_in_kernel(store.write, [], gone, {})
-    summary: dict[str, Any] = {
+    return {
         "status": result.status,
         "file": str(result.path) if result.path is not None else None,
         "loaded": loaded,
@@ -107,9 +84,51 @@ async def restore_home_agent(
         "recovered": recovered,
         "damaged_rows": len(result.damaged_keys),
         "problems": result.problems[:MAX_PROBLEMS_LOGGED],
-        "removed": sum(len(r.removed) for r in reports.values()),
+        "reconciled": dataplane is None,
+        "removed": 0,
     }
-    return summary
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPlan:
+    """What one home link's reconciliation wants, taken from the cache at restore time."""
+
+    interface: str
+    address: IPv6Address
+    wanted: dict[IPv6Address, IPv6Address]
+    link_locals: frozenset[IPv6Address]
+
+
+def reconcile_plan(core: HomeAgent) -> list[LinkPlan]:
+    per_link: dict[str, dict[IPv6Address, IPv6Address]] = {
+        link.interface: {} for link in core.settings.links
+    }
+    for binding in core.cache:
+        wanted = per_link.get(binding.interface)
+        if wanted is not None:
+            wanted[binding.home_address] = binding.care_of_address
+    return [
+        LinkPlan(
+            link.interface,
+            link.address,
+            per_link[link.interface],
+            frozenset(core.cache.link_locals(link.interface)),
+        )
+        for link in core.settings.links
+    ]
+
+
+def reconcile_home_agent(
+    dataplane: DataPlane, plans: list[LinkPlan], remove_stale: bool
+) -> dict[str, ReconcileReport]:
+    """Every home link's reconciliation in one call on the kernel thread: queued before any
+    action, so every change the core asks for afterwards applies on top of it."""
+    return {
+        plan.interface: dataplane.ha_reconcile(
+            plan.wanted, plan.address, plan.interface, remove_stale, plan.link_locals
+        )
+        for plan in plans
+    }
 
 
 async def _recover_from_kernel(
