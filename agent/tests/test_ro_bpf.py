@@ -523,6 +523,42 @@ def test_sockets_bound_to_the_home_address_work_both_ways(pair: Pair) -> None:
             assert row["ipv6.opt.mipv6.home_address"] == str(HOA), row
 
 
+def test_a_new_care_of_address_takes_over(plain_pair: Pair) -> None:
+    """A handover: both maps get the new care-of address, the next packets use it."""
+    p = plain_pair
+    new_coa = IPv6Address("2001:db8:2::101")
+    address(p.mn_ns, "eth0", f"{new_coa}/64")
+    p.bind()
+    _ping(p, p.cn_ns, HOA, count=1)
+    p.cn.add_binding("cn", CN, HOA, new_coa)
+    p.mn.add_binding("mn", CN, HOA, new_coa)
+    capture = p.capture()
+    _ping(p, p.cn_ns, HOA, count=2)
+    _ping(p, p.mn_ns, CN, src=HOA, count=2)
+    rows = capture.fields(
+        p.tmp / "moved.pcap",
+        ["ipv6.src", "ipv6.dst", "icmpv6.type", "ipv6.routing.mipv6.home_address",
+         "ipv6.opt.mipv6.home_address"],
+    )  # fmt: skip
+    echoes = [r for r in rows if r["icmpv6.type"] in ("128", "129")]
+    assert len(echoes) == 8
+    for row in echoes:
+        assert str(COA) not in (row["ipv6.src"], row["ipv6.dst"]), row
+        assert str(new_coa) in (row["ipv6.src"], row["ipv6.dst"]), row
+        assert str(HOA) in (
+            row["ipv6.routing.mipv6.home_address"],
+            row["ipv6.opt.mipv6.home_address"],
+        ), row
+    # a packet still arriving at the old care-of address is not the binding's: passed up
+    before = p.mn.counters()["mn_ingress_no_binding"]
+    body = _icmp_echo(CN, HOA, 0x5300)
+    _send_raw(p.cn_ns, _ipv6(CN, COA, IPPROTO_ROUTING, _rh2_header(58, HOA) + body), COA)
+    deadline = time.monotonic() + 2
+    while p.mn.counters()["mn_ingress_no_binding"] == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert p.mn.counters()["mn_ingress_no_binding"] == before + 1
+
+
 def test_removing_the_binding_stops_the_rewrite(plain_pair: Pair) -> None:
     p = plain_pair
     p.bind()
