@@ -681,6 +681,58 @@ def test_ingress_walks_extension_headers(plain_pair: Pair) -> None:
     assert p.mn.counters()["mn_ingress"] == 1
 
 
+def _udp_to(src: IPv6Address, dst: IPv6Address, port: int, payload: bytes) -> bytes:
+    """A UDP datagram whose checksum is over (src, dst): the home address' side."""
+    udp = struct.pack("!HHHH", 40002, port, 8 + len(payload), 0) + payload
+    pseudo = src.packed + dst.packed + struct.pack("!IxxxB", len(udp), 17)
+    return udp[:6] + struct.pack("!H", _checksum(pseudo + udp)) + udp[8:]
+
+
+def _big_hop_by_hop(nexthdr: int) -> bytes:
+    """80 bytes of Hop-by-Hop header (one skippable option): deeper than the programs
+    move headers to strip the one after it."""
+    option = bytes([0x1E, 70]) + bytes(70)
+    header = bytes([nexthdr, 80 // 8 - 1]) + option + bytes([1, 4, 0, 0, 0, 0])
+    assert len(header) == 80
+    return header
+
+
+def test_ingress_falls_back_in_place(plain_pair: Pair) -> None:
+    """Where the header cannot go: the HAO becomes a skippable option (other options in
+    its header, or headers too deep before it), an RH2 gets segments left 0. The stack
+    takes both, and the socket sees the home address."""
+    p = plain_pair
+    p.bind()
+    payload = b"rewritten-in-place"
+    with inside(p.cn_ns):
+        server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    p.closers.append(server.close)
+    server.bind((str(CN), 0))
+    server.settimeout(3)
+    port = server.getsockname()[1]
+    udp = _udp_to(HOA, CN, port, payload)
+    shared = bytes([17, 2, 0x1E, 2, 0, 0, 201, 16]) + HOA.packed  # another option first
+    deep = _big_hop_by_hop(IPPROTO_DSTOPTS) + _hao_header(17, HOA)
+    for extensions, first in ((shared, IPPROTO_DSTOPTS), (deep, 0)):
+        _send_raw(p.mn_ns, _ipv6(COA, CN, first, extensions + udp), CN)
+        data, peer = server.recvfrom(4096)
+        assert data == payload and IPv6Address(peer[0]) == HOA
+    assert p.cn.counters()["cn_ingress"] == 2
+
+    with inside(p.mn_ns):
+        mn_server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    p.closers.append(mn_server.close)
+    mn_server.bind((str(HOA), 0))
+    mn_server.settimeout(3)
+    port = mn_server.getsockname()[1]
+    udp = _udp_to(CN, HOA, port, payload)
+    packet = _ipv6(CN, COA, 0, _big_hop_by_hop(IPPROTO_ROUTING) + _rh2_header(17, HOA) + udp)
+    _send_raw(p.cn_ns, packet, COA)
+    data, peer = mn_server.recvfrom(4096)
+    assert data == payload and IPv6Address(peer[0]) == CN
+    assert p.mn.counters()["mn_ingress"] == 1
+
+
 def test_restart_finds_bindings_and_filters(plain_pair: Pair) -> None:
     p = plain_pair
     p.bind()

@@ -11,7 +11,7 @@ and cannot insert a Home Address option. ``bpf/ro.bpf.c`` has four clsact progra
   (PadN, then the Home Address option at 8n+6);
 - ``cn_ingress``: a Home Address option from the care-of address of a binding becomes
   ``src := home address``, and the option goes (the whole header when it held nothing
-  else);
+  else; otherwise the option becomes an experimental one every stack skips);
 - ``mn_ingress``: a Type 2 Routing Header to the care-of address of a binding, carrying
   our home address, becomes ``dst := home address``, and the header goes.
 

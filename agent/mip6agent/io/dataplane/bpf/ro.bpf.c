@@ -50,6 +50,7 @@
 #define OPT_PAD1 0
 #define OPT_PADN 1
 #define OPT_HOME_ADDRESS 201
+#define OPT_SKIPPED 0x1e      /* RFC 4727 experimental; action 00: skip if unknown */
 #define RT_TYPE_2 2
 
 #define L3 ETH_HLEN                       /* IPv6 header offset */
@@ -451,15 +452,19 @@ int cn_ingress(struct __sk_buff *skb)
 		if (err != -1)
 			return finish(binding, err, C_CN_INGRESS);
 	}
-	/* other options share the header, or it sits too deep: the HAO becomes a PadN */
+	/*
+	 * Other options share the header, or it sits too deep: the HAO becomes an option
+	 * every stack skips. Not a PadN: Linux drops more than 7 bytes of padding in a row
+	 * (RFC 4942 section 2.1.9.5).
+	 */
 	{
 		struct {
 			__u8 type;
 			__u8 len;
 			__u8 zero[16];
-		} padn = {.type = OPT_PADN, .len = 16};
+		} skip = {.type = OPT_SKIPPED, .len = 16};
 
-		err = bpf_skb_store_bytes(skb, f.opt, &padn, sizeof(padn), BPF_F_RECOMPUTE_CSUM);
+		err = bpf_skb_store_bytes(skb, f.opt, &skip, sizeof(skip), BPF_F_RECOMPUTE_CSUM);
 		if (err == 0)
 			err = bpf_skb_store_bytes(skb, L3, &ip6, sizeof(ip6), BPF_F_RECOMPUTE_CSUM);
 		return finish(binding, err < 0 ? -2 : 0, C_CN_INGRESS);
