@@ -454,7 +454,8 @@ int cn_ingress(struct __sk_buff *skb)
 	}
 	/*
 	 * Other options share the header, or it sits too deep: the HAO becomes an option
-	 * every stack skips. Not a PadN: Linux drops more than 7 bytes of padding in a row
+	 * every stack skips (only this host's stack sees it, it is never sent). Not a PadN:
+	 * Linux drops more than 7 bytes of padding in a row
 	 * (RFC 4942 section 2.1.9.5).
 	 */
 	{
