@@ -28,7 +28,7 @@ from ..config import AgentConfig, ConfigError, load_config, to_dict, validate_ma
 from ..control.protocol import ControlError
 from ..control.server import ControlServer
 from ..core import actions as act
-from ..core.correspondent import Correspondent
+from ..core.correspondent import Correspondent, CorrespondentSettings
 from ..core.home_agent import HomeAgent
 from ..core.mobile_node import MobileNode, home_agents_anycast
 from ..dump.text import format_line
@@ -44,12 +44,15 @@ from ..io.transport import (
 )
 from ..wire import parse_packet
 from . import kernel
+from .correspondent_path import BACKEND as CN_BACKEND
+from .correspondent_path import CorrespondentPath
 from .logthrottle import LogThrottle
 from .movement import InterfaceState, MovementWatcher
 from .persistence import BindingStore, StateStore
 from .restore import BindingJournal, reconcile_home_agent, reconcile_plan, restore_home_agent
 from .settings import (
     SettingsError,
+    correspondent_settings,
     describe_key_changes,
     home_agent_settings,
     key_changes,
@@ -67,6 +70,7 @@ SHUTDOWN_GRACE = 5.0  # seconds the actions already queued get to finish at SIGT
 INPUT_BATCH = 256  # received packets handled per turn of the event loop
 OTHER_BATCH = 32  # of which from unknown senders: the sockets are read again in between
 INPUT_QUEUE = 4096  # packets from unknown senders waiting; beyond it they are dropped
+CN_USE_POLL = 2.0  # seconds between reads of the correspondent bindings' packet counters
 
 
 class AgentError(Exception):
@@ -90,6 +94,9 @@ class Agent:
         self.control: ControlServer | None = None
         self.watcher: MovementWatcher | None = None
         self.anycast: kernel.AnycastMembership | None = None
+        # Correspondent node: the route-optimisation data path (TC eBPF) and its poller.
+        self.cn_path: CorrespondentPath | None = None
+        self._cn_poll: asyncio.Task | None = None
         self.ha_enabled = True
         self._carrier_changes: dict[str, int] = {}
         self._dirty: set[str] = set()
@@ -137,7 +144,9 @@ class Agent:
                 self.dataplane = await self.kernel(select_backend, self.config.dataplane)
                 log.info("data plane: %s", self.dataplane.name)
             self.core = await self._build_core()
-            self.transport = SignalingTransport().open()
+            # A correspondent also reads data packets with a Home Address option (no
+            # binding: Binding Error status 1, RFC 6275 9.3.1).
+            self.transport = SignalingTransport(receive_hao_data=self.config.role == "cn").open()
             await self.kernel(partial(nft.install, admission_rate=self._admission_rate()))
         except (BackendUnavailableError, SettingsError, TransportError, nft.NftError) as exc:
             await self.close()
@@ -161,6 +170,8 @@ class Agent:
         if isinstance(self.core, MobileNode):
             self.watcher = MovementWatcher(self.core.settings.interfaces, self._loop, self._moved)
             self.watcher.start()
+        if isinstance(self.core, Correspondent):
+            self._cn_poll = asyncio.create_task(self._poll_correspondent_use())
         self._reschedule()
         log.info("mip6agent %s started as %s", __version__, self.config.role)
 
@@ -300,7 +311,60 @@ class Agent:
                 except OSError as exc:
                     log.warning("optimistic DAD not enabled on %s: %s", ifname, exc)
             return MobileNode(settings, int.from_bytes(os.urandom(2), "big"))
-        return Correspondent()
+        return Correspondent(settings=await self._correspondent_settings(self.config))
+
+    async def _correspondent_settings(self, config: AgentConfig) -> CorrespondentSettings:
+        """CN: route optimisation only with a data path that can carry its bindings.
+
+        Without one (no eBPF), the reason is logged and the correspondent refuses return
+        routability with Binding Error status 2, so mobile nodes stay on the tunnel.
+        """
+        if self.cn_path is None:
+            self.cn_path = CorrespondentPath()
+        path = self.cn_path
+        if config.correspondent_node.route_optimization and not path.active:
+            if await self.kernel(path.start):
+                log.info(
+                    "route optimisation on: %s programs on %s",
+                    CN_BACKEND,
+                    ", ".join(sorted(path.attached)) or "no interface yet",
+                )
+            else:
+                log.error(
+                    "route optimisation refused (Binding Error status 2 to HoTI, CoTI and BU): %s",
+                    path.reason,
+                )
+        return correspondent_settings(config, path.active)
+
+    async def _stop_correspondent_path(self) -> None:
+        if self.cn_path is not None and self.cn_path.active:
+            try:
+                await self.kernel(self.cn_path.stop)
+            except Exception as exc:
+                log.error("route optimisation data path not removed: %s", exc)
+            else:
+                log.info("route optimisation data path removed")
+
+    async def _poll_correspondent_use(self) -> None:
+        """Feed Correspondent.note_use from the eBPF per-binding packet counters."""
+        while True:
+            await asyncio.sleep(CN_USE_POLL)
+            core, path = self.core, self.cn_path
+            if not isinstance(core, Correspondent) or path is None or not path.active:
+                continue
+            if not core.bindings:
+                continue
+            try:
+                used = await self.kernel(path.used)
+            except Exception as exc:  # the poller must outlive a failed read
+                self.agent_counters["ro_poll_failed"] += 1
+                log.error("route optimisation counters not read: %s", exc)
+                continue
+            now = time.time()
+            for home in used:
+                core.note_use(home, now)
+            if used:
+                self._reschedule()
 
     async def _restore(self) -> None:
         """Reload persisted state and make the kernel match it: adopt, add, remove stale."""
@@ -363,6 +427,8 @@ class Agent:
             self._timer.cancel()
         if self._known_timer is not None:
             self._known_timer.cancel()
+        if self._cn_poll is not None:
+            self._cn_poll.cancel()
         if self.watcher is not None:
             await self._loop.run_in_executor(None, self.watcher.close)
         if getattr(self, "_consumer", None) is not None:
@@ -394,6 +460,7 @@ class Agent:
             self.anycast.close()
         with contextlib.suppress(nft.NftError):
             await self.kernel(nft.remove)
+        await self._stop_correspondent_path()
         if self.dataplane is not None:
             await self.kernel(self.dataplane.close)
         self._kernel.shutdown(wait=True)
@@ -642,6 +709,17 @@ class Agent:
             await self.kernel(
                 dataplane.mn_prepare, action.care_of_address, action.home_agent, action.interface
             )
+        elif isinstance(action, act.InstallCorrespondentBinding):
+            assert self.cn_path is not None
+            await self.kernel(
+                self.cn_path.install,
+                action.home_address,
+                action.care_of_address,
+                action.correspondent,
+            )
+        elif isinstance(action, act.RemoveCorrespondentBinding):
+            if self.cn_path is not None:
+                await self.kernel(self.cn_path.remove, action.home_address, action.correspondent)
         elif isinstance(action, act.DetachTunnel):
             assert dataplane is not None
             await self.kernel(dataplane.mn_detach, action.home_address)
@@ -708,6 +786,8 @@ class Agent:
                     mobile_node_settings, config, kernel.addresses, kernel.interface_identifier
                 )
                 self.feed(self.core.reconfigure(settings, now))
+            elif isinstance(self.core, Correspondent):
+                await self._reload_correspondent(config, now)
         except SettingsError as exc:
             raise ControlError(str(exc)) from None
         old_rate = self._admission_rate()
@@ -732,6 +812,17 @@ class Agent:
         )
         return to_dict(config)
 
+    async def _reload_correspondent(self, config: AgentConfig, now: float) -> None:
+        """New correspondent_node settings. Route optimisation off: every binding and its
+        map entry goes, then the programs; on again: the data path starts anew."""
+        settings = await self._correspondent_settings(config)
+        assert isinstance(self.core, Correspondent)
+        self.feed(self.core.reconfigure(settings, now))
+        if not settings.route_optimization and self.cn_path is not None and self.cn_path.active:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), SHUTDOWN_GRACE)
+            await self._stop_correspondent_path()
+
     async def _change(self, edit: Callable[[dict], None]) -> dict:
         data = copy.deepcopy(to_dict(self.config))
         edit(data)
@@ -755,7 +846,7 @@ class Agent:
             return ["bindings", "home-agents", "counters"]
         if isinstance(self.core, MobileNode):
             return ["bul", "home-addresses", "home-agents", "counters"]
-        return ["counters"]
+        return ["bindings", "counters"]
 
     async def _cmd_status(self) -> dict:
         return {
@@ -763,7 +854,7 @@ class Agent:
             "version": __version__,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
-            "dataplane": self.dataplane.name if self.dataplane else None,
+            "dataplane": self._dataplane_name(),
             "enabled": self._enabled(),
             "debug": self.config.debug,
             "lists": self._lists(),
@@ -773,6 +864,28 @@ class Agent:
             "tasks": len(asyncio.all_tasks()),
             "input_queued": len(self._urgent_input) + len(self._other_input),
             "restored": self.restored,
+            **self._correspondent_status(),
+        }
+
+    def _dataplane_name(self) -> str | None:
+        if self.dataplane is not None:
+            return self.dataplane.name
+        if self.cn_path is not None and self.cn_path.active:
+            return CN_BACKEND
+        return None
+
+    def _correspondent_status(self) -> dict:
+        if not isinstance(self.core, Correspondent):
+            return {}
+        path = self.cn_path
+        return {
+            "route_optimization": {
+                "configured": self.config.correspondent_node.route_optimization,
+                "enabled": self.core.settings.route_optimization,
+                "reason": path.reason if path is not None else None,
+                "bindings": len(self.core.bindings),
+                "interfaces": sorted(path.attached) if path is not None else [],
+            }
         }
 
     async def _cmd_capabilities(self) -> dict:
@@ -896,11 +1009,31 @@ class Agent:
         return await self._change(lambda d: d.__setitem__("debug", on))
 
     async def _cmd_bindings(self) -> list:
+        if isinstance(self.core, Correspondent):
+            return await self._correspondent_bindings()
         return [b.to_dict() for b in self.core.cache] if isinstance(self.core, HomeAgent) else []
+
+    async def _correspondent_bindings(self) -> list:
+        """The correspondent bindings, each with its data-path entry (``dataplane``: the
+        care-of address in the eBPF map, or null, and the packets it rewrote)."""
+        assert isinstance(self.core, Correspondent)
+        entries = {}
+        if self.cn_path is not None and self.cn_path.active:
+            entries = await self.kernel(self.cn_path.bindings)
+        rows = []
+        for binding in self.core.bindings.values():
+            row = binding.to_dict()
+            entry = entries.get((binding.correspondent, binding.home_address))
+            row["dataplane_care_of_address"] = str(entry.coa) if entry is not None else None
+            row["dataplane_packets"] = entry.packets if entry is not None else 0
+            rows.append(row)
+        return rows
 
     async def _cmd_clear_bindings(self) -> dict:
         if isinstance(self.core, HomeAgent):
             self.feed(self.core.clear_bindings())
+        elif isinstance(self.core, Correspondent):
+            self.feed(self.core.stop(time.time()))
         return {"cleared": "bindings"}
 
     async def _cmd_bul(self) -> list:
@@ -944,6 +1077,14 @@ class Agent:
             counters.update(
                 {f"transport.{k}": v for k, v in self.transport.counters.as_dict().items()}
             )
+        if isinstance(self.core, Correspondent):
+            # The return routability messages always show, at 0 until one is counted.
+            for name in _CN_MESSAGE_COUNTERS:
+                counters.setdefault(name, 0)
+            if self.cn_path is not None and self.cn_path.active:
+                with contextlib.suppress(Exception):
+                    for name, value in (await self.kernel(self.cn_path.counters)).items():
+                        counters[f"ro.{name}"] = value
         with contextlib.suppress(nft.NftError):
             for name, value in (await self.kernel(nft.counters)).items():
                 if name == nft.TUNNELLED_IN:
@@ -979,6 +1120,18 @@ def _ifname(index: int) -> str | None:
 def _set_known_senders(add: set[IPv6Address], remove: set[IPv6Address]) -> None:
     nft.set_known_senders(sorted(map(str, add)), sorted(map(str, remove)))
 
+
+# Correspondent node: the RFC 6275 9 messages it receives and sends, always shown.
+_CN_MESSAGE_COUNTERS = (
+    "mh_in.hoti",
+    "mh_in.coti",
+    "mh_in.bu",
+    "mh_out.hot",
+    "mh_out.cot",
+    "mh_out.ba",
+    "mh_out.be",
+    "mh_out.brr",
+)
 
 # What a home agent's fast lane may carry out: nothing that waits for the kernel thread.
 _NO_KERNEL = (act.SendPacket, act.Log, act.StateChanged)

@@ -8,6 +8,7 @@ from ipaddress import IPv6Address, IPv6Interface
 from ..config import AgentConfig
 from ..config.model import Keys
 from ..core.auth import MobilityKey
+from ..core.correspondent import CorrespondentSettings
 from ..core.home_agent import HomeAgentSettings, HomeLink
 from ..core.mobile_node import HomeAddressSpec, MobileNodeSettings
 
@@ -149,4 +150,16 @@ def mobile_node_settings(
         max_timeout=mn.max_bindack_timeout,
         foreign_addresses=tuple(f.address.ip for f in mn.foreign_addresses),
         eager_movement_detection=mn.eager_movement_detection,
+    )
+
+
+def correspondent_settings(
+    config: AgentConfig, route_optimization: bool = True
+) -> CorrespondentSettings:
+    """``correspondent_node``; ``route_optimization`` False when the data path cannot serve
+    correspondent bindings (the agent then refuses them with Binding Error status 2)."""
+    cn = config.correspondent_node
+    return CorrespondentSettings(
+        route_optimization=cn.route_optimization and route_optimization,
+        binding_refresh_request_before=cn.binding_refresh_request_before,
     )

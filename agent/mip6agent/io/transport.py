@@ -486,6 +486,9 @@ class SignalingTransport:
     turn them all off). Copies of one packet that reach two sockets within ``dedup_window``
     seconds are delivered once. ``icmpv6_types`` are the ICMPv6 types let
     through (add 4 to see Parameter Problems about one's own Binding Updates).
+    ``receive_hao_data`` also delivers packets of any upper layer that carry a Home Address
+    option (a correspondent answers those without a binding with Binding Error status 1);
+    by default only signaling is delivered.
     """
 
     def __init__(
@@ -495,6 +498,7 @@ class SignalingTransport:
         receive_extension_copies: bool = True,
         receive_icmpv6: bool = True,
         icmpv6_types: Iterable[int] = DEFAULT_ICMPV6_TYPES,
+        receive_hao_data: bool = False,
         dedup_window: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -502,6 +506,7 @@ class SignalingTransport:
         self.receive_extension_copies = receive_extension_copies
         self.receive_icmpv6 = receive_icmpv6
         self.icmpv6_types = frozenset(icmpv6_types)
+        self.receive_hao_data = receive_hao_data
         self.dedup_window = dedup_window
         self.clock = clock
         self.counters = TransportCounters()
@@ -552,7 +557,8 @@ class SignalingTransport:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, -1)
         if self.receive_extension_copies:
             sock = self._receive_socket(VIA_DSTOPTS)
-            _attach_filter(sock, _accept_next_headers((IPPROTO_MH, IPPROTO_ICMPV6)))
+            if not self.receive_hao_data:  # else every upper layer; _is_signaling sorts
+                _attach_filter(sock, _accept_next_headers((IPPROTO_MH, IPPROTO_ICMPV6)))
             sock = self._receive_socket(VIA_ROUTING)
             wanted = (IPPROTO_DSTOPTS, IPPROTO_MH, IPPROTO_ICMPV6)
             _attach_filter(sock, _accept_next_headers(wanted, ROUTING_TYPE_2))
@@ -843,6 +849,8 @@ class SignalingTransport:
         return Received(packet, ifindex, hop_limit, checksum_ok, via, raw, now, urgent)
 
     def _is_signaling(self, packet: wire.Packet) -> bool:
+        if self.receive_hao_data and packet.home_address_option is not None:
+            return True
         if isinstance(packet.payload, bytes):  # other protocol, or a fragment
             return False
         if packet.protocol == IPPROTO_MH:

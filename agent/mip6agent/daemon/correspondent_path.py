@@ -1,0 +1,151 @@
+"""The correspondent node's route-optimisation data path: the TC eBPF programs of
+:mod:`mip6agent.io.dataplane.ro_bpf`, driven by the core's correspondent-binding actions.
+
+Every method blocks (netlink, bpf(2), bpftool): the agent calls them on its kernel thread.
+
+- :meth:`start` probes the backend (``available()``), loads the programs, removes any
+  binding a previous run left in the maps (a restarted correspondent starts with none:
+  mobile nodes whose packets then carry a Home Address option without a binding get
+  Binding Error status 1 and run return routability again), and attaches to every
+  Ethernet-framed interface of the namespace.
+- :meth:`install` also attaches to the interfaces the routes to the home address and to
+  the care-of address leave by, if they were not attached yet (an interface added later).
+- :meth:`used` reads the per-binding packet counters: the home addresses whose bindings
+  carried packets since the last call (for ``Correspondent.note_use``).
+- :meth:`stop` removes filters, the clsact qdiscs added, programs, maps and pins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from ipaddress import IPv6Address
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..io.dataplane import ro_bpf
+from ..io.dataplane.ro_bpf import RoBpf, RoBpfError
+
+log = logging.getLogger("mip6agent")
+ARPHRD_ETHER = 1
+BACKEND = "tc-ebpf"
+
+
+class CorrespondentPathError(Exception):
+    """The data path could not be started or changed; the message says why."""
+
+
+class CorrespondentPath:
+    def __init__(self, instance: str = "default") -> None:
+        self.instance = instance
+        self.ro: RoBpf | None = None
+        self.reason: str | None = None  # why the data path is not running
+        self.attached: set[str] = set()
+        self._packets: dict[tuple[IPv6Address, IPv6Address], int] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.ro is not None
+
+    def start(self) -> bool:
+        """Probe, load, clear the maps and attach; False (with ``reason``) if unavailable."""
+        if self.ro is not None:
+            return True
+        ok, reason = ro_bpf.available()
+        if not ok:
+            self.reason = f"TC eBPF data path unavailable: {reason}"
+            return False
+        ro = RoBpf(self.instance)
+        try:
+            ro.load()
+            for stale in ro.bindings("cn"):
+                ro.remove_binding("cn", stale.cn, stale.home)
+            with IPRoute() as ipr:
+                names = [
+                    link.get_attr("IFLA_IFNAME")
+                    for link in ipr.get_links()
+                    if link["ifi_type"] == ARPHRD_ETHER
+                ]
+            for ifname in names:
+                ro.attach(ifname, "cn")
+                self.attached.add(ifname)
+        except (RoBpfError, OSError, NetlinkError) as exc:
+            with contextlib.suppress(RoBpfError, OSError, NetlinkError):
+                ro.detach()
+            self.attached.clear()
+            self.reason = f"TC eBPF data path failed to start: {exc}"
+            return False
+        self.ro, self.reason = ro, None
+        self._packets.clear()
+        return True
+
+    def stop(self) -> None:
+        ro, self.ro = self.ro, None
+        self.attached.clear()
+        self._packets.clear()
+        if ro is not None:
+            ro.detach()
+
+    def _need(self) -> RoBpf:
+        if self.ro is None:
+            raise CorrespondentPathError(self.reason or "the route-optimisation data path is off")
+        return self.ro
+
+    def _attach_routes(self, ro: RoBpf, *addresses: IPv6Address) -> None:
+        """Attach to the interfaces the routes to ``addresses`` use, if not yet."""
+        with IPRoute() as ipr:
+            for address in addresses:
+                try:
+                    routes = ipr.route("get", dst=str(address))
+                except NetlinkError:
+                    continue  # no route: the packets cannot leave anyway
+                for route in routes:
+                    index = route.get_attr("RTA_OIF")
+                    if index is None:
+                        continue
+                    links = ipr.get_links(index)
+                    if not links or links[0]["ifi_type"] != ARPHRD_ETHER:
+                        continue
+                    ifname = links[0].get_attr("IFLA_IFNAME")
+                    if ifname not in self.attached:
+                        ro.attach(ifname, "cn")
+                        self.attached.add(ifname)
+                        log.info("route optimisation: programs attached to %s", ifname)
+
+    def install(
+        self, home_address: IPv6Address, care_of_address: IPv6Address, correspondent: IPv6Address
+    ) -> None:
+        ro = self._need()
+        self._attach_routes(ro, home_address, care_of_address)
+        ro.add_binding("cn", correspondent, home_address, care_of_address)
+
+    def remove(self, home_address: IPv6Address, correspondent: IPv6Address) -> None:
+        self._packets.pop((correspondent, home_address), None)
+        if self.ro is not None:
+            self.ro.remove_binding("cn", correspondent, home_address)
+
+    def used(self) -> list[IPv6Address]:
+        """Home addresses whose bindings carried packets since the last call."""
+        if self.ro is None:
+            return []
+        found = []
+        seen = {}
+        for binding in self.ro.bindings("cn"):
+            key = (binding.cn, binding.home)
+            seen[key] = binding.packets
+            if binding.packets > self._packets.get(key, 0):
+                found.append(binding.home)
+        self._packets = seen
+        return found
+
+    def bindings(self) -> dict[tuple[IPv6Address, IPv6Address], ro_bpf.RoBinding]:
+        """(correspondent, home address) -> map entry."""
+        if self.ro is None:
+            return {}
+        return {(b.cn, b.home): b for b in self.ro.bindings("cn")}
+
+    def counters(self) -> dict[str, int]:
+        if self.ro is None:
+            return {}
+        return self.ro.counters()
