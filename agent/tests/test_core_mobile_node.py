@@ -157,11 +157,16 @@ def test_handover_then_return_home_deregisters() -> None:
     assert dereg.payload.lifetime == 0 and dereg.src == HOA and dereg.home_address_option is None
 
 
-def test_starting_at_home_does_nothing() -> None:
+def test_starting_at_home_sends_nothing_and_puts_the_home_address_on_the_link() -> None:
     node = mn()
     attach(node)
-    assert node.addresses_changed("eth0", [AT_HOME], T0) == []
+    out = node.addresses_changed("eth0", [AT_HOME], T0)
+    # No BU and no timer: only the home address goes on the home link, once.
+    assert [type(a) for a in out] == [act.DetachTunnel]
+    (placed,) = out
+    assert (placed.home_address, placed.interface, placed.at_home) == (HOA, "eth0", True)
     assert node.get_timer() is None
+    assert node.addresses_changed("eth0", [AT_HOME], T0 + 1) == []
 
 
 def test_dhaad_finds_the_home_agent() -> None:

@@ -443,6 +443,52 @@ def test_eager_movement_detection_without_carrier_change(tmp_path: Path, eager: 
             w.move(link, "no-carrier")
 
 
+# --- restarts in the middle of a walk ------------------------------------------------------
+
+RESTARTS = ["mn-away", "ha-away", "ha-down-during-move", "mn-down-during-move", "mn-starts-at-home"]
+
+
+@pytest.mark.parametrize("case", RESTARTS)
+def test_restart_in_a_walk(tmp_path: Path, case: str) -> None:
+    """RFC 6275 walks with an agent restart (kill -9) in them: the kernel keeps forwarding
+    while an agent is down, the restarted agent picks up where it was, and the walk goes on
+    (the node started at home leaves and comes back like any other)."""
+    with walk(tmp_path, start="home" if case == "mn-starts-at-home" else "foreign1") as w:
+        w.tags["case"] = f"restart {case}"
+        if case == "mn-starts-at-home":
+            for link in ("foreign1", "home", "foreign2", "home"):
+                w.move(link, "no-carrier")
+            return
+        assert w.stream is not None
+        agent = w.mn if case.startswith("mn") else w.ha
+        killed_at = time.time()
+        agent.kill9()
+        if case.endswith("during-move"):
+            # The node moves while one end is down: its BUs go unanswered (HA down) or
+            # are never sent (MN down) until the agent is back.
+            w.topo.move("mn", "foreign2", flap=False)
+            w.link = "foreign2"
+            time.sleep(1.0)
+        else:
+            time.sleep(1.0)
+            assert w.stream.flowing(killed_at), "the kernel forwards while the agent is down"
+        restarted_at = time.time()
+        agent.start()
+        took = w.settle(restarted_at, deadline=SETTLE + 4)
+        record = {
+            "kind": "restart",
+            "case": case,
+            "down_s": round(restarted_at - killed_at, 2),
+            "settle_after_restart_ms": round(took * 1000),
+            "gap_ms": round(w.stream.gap_since(killed_at)),
+        }
+        print(json.dumps(record))
+        w.log.append(record)
+        # The walk goes on from wherever the restart left it.
+        for link in ("home", "foreign1", "foreign2"):
+            w.move(link, "no-carrier")
+
+
 # --- more home addresses, a discovered home agent -------------------------------------------
 
 

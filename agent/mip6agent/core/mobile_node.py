@@ -105,6 +105,8 @@ class BULEntry:
     clock_offset: float = 0.0
     reason: str = ""
     home_agents: list[IPv6Address] = field(default_factory=list)
+    # Known to be on the home link (not saved: a started node puts it there once).
+    home_placed: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -234,6 +236,13 @@ class MobileNode:
             if home_link is not None:
                 if entry.state in ("registered", "registering") or entry.tunnel is not None:
                     out += self._go_home(entry, home_link, now)
+                elif not entry.home_placed:
+                    # Started at home: nothing to deregister, but the home address must be
+                    # on the home link like after a return home (no tunnel to remove).
+                    entry.home_placed = True
+                    out.append(
+                        act.DetachTunnel(entry.home_address, entry.prefix, entry.home_interface)
+                    )
                 continue
             assert where is not None
             interface, coa, network = where
@@ -263,6 +272,7 @@ class MobileNode:
             out.append(act.PrepareCareOf(coa, entry.home_agent, interface))
         elif entry.tunnel is None:
             # Away for the first time since start or since a visit home.
+            entry.home_placed = False
             out.append(act.LeaveHomeLink(entry.home_address))
         return out + self._send_bu(entry, now, self.settings.lifetime)
 
@@ -295,6 +305,7 @@ class MobileNode:
         out: list = []
         if entry.tunnel is not None or entry.state in ("registered", "registering"):
             out.append(act.DetachTunnel(entry.home_address, entry.prefix, entry.home_interface))
+            entry.home_placed = True
             entry.tunnel = None
             out.append(act.StateChanged("binding_update_list"))
         if entry.home_agent is None:
