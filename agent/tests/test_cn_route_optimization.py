@@ -344,3 +344,34 @@ def test_cn_agent_without_route_optimization_answers_be_2(tmp_path: Path) -> Non
             assert counters["mh_out.hot"] == 0
         qdiscs = topo.run("cn", "tc", "qdisc", "show", "dev", "eth0", check=True).stdout
         assert "clsact" not in qdiscs, qdiscs
+
+
+def test_cn_agent_without_a_working_ebpf_backend_refuses_route_optimization(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """route_optimization on, but clang is not on the agent's PATH: the agent says why,
+    serves on, and refuses return routability with BE status 2 (it must not accept
+    bindings it cannot carry)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("mount",):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    with Topology(mn_link="foreign1") as topo:
+        topo.ip("ha", "addr", "add", f"{HOA}/64", "dev", "eth0", "nodad")
+        node = Node(topo)
+        monkeypatch.setenv("PATH", f"{bin_dir}:/usr/sbin:/sbin")
+        agent = AgentProcess(topo.ns["cn"], tmp_path / "cn", cn_config(True))
+        with agent as cn:
+            monkeypatch.undo()
+            ro = cn.call("status")["route_optimization"]
+            assert ro["configured"] and not ro["enabled"], ro
+            assert "clang is not installed" in ro["reason"], ro
+            node.send(node.reg.away(COA, time.time()))
+            node.pump(lambda: node.reg.state == "held", what="held after BE 2")
+            assert node.errors(BEStatus.UNRECOGNIZED_MH_TYPE)
+            assert cn_bindings(cn) == []
+        log = agent.log.read_text()
+        assert "route optimisation refused" in log and "clang is not installed" in log, log
+        assert map_entries(topo) is None

@@ -337,6 +337,37 @@ def test_data_packets_with_a_home_address_option_are_not_delivered(lab: Lab) -> 
     assert lab.ha.transport.counters.received == received
 
 
+def test_a_correspondent_transport_delivers_data_packets_with_a_home_address_option(
+    lab: Lab,
+) -> None:
+    """receive_hao_data (the correspondent node): UDP with a HAO reaches the caller, with
+    the HAO; the same datagram without one still does not."""
+    with inside(lab.ha.ns):
+        transport = SignalingTransport(receive_hao_data=True, receive_icmpv6=False).open()
+    try:
+        drain(lab.ha)
+        udp = wire.build_packet(COA, HA, wire.HAADRequest(1), home_address=HOA)
+        udp = udp[:40] + bytes((17,)) + udp[41:64] + struct.pack("!HHHH", 9, 9, 8, 0)
+        udp = udp[:4] + struct.pack("!H", len(udp) - 40) + udp[6:]
+        plain = udp[:6] + bytes((17,)) + udp[7:40] + udp[64:]
+        plain = plain[:4] + struct.pack("!H", len(plain) - 40) + plain[6:]
+        for packet in (udp, plain):
+            lab.mn.transport.send(packet)
+        got = []
+        deadline = time.monotonic() + 1.0
+        while not got and time.monotonic() < deadline:
+            item = transport.receive(0.3)
+            if item is not None:
+                got.append(item)
+        assert [(g.via, g.packet.protocol, g.packet.home_address_option) for g in got] == [
+            ("dstopts", 17, HOA)
+        ]
+        assert transport.receive(0.2) is None
+    finally:
+        transport.close()
+    drain(lab.ha)
+
+
 # --- malformed input and checksums --------------------------------------------------------
 
 

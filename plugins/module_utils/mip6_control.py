@@ -32,8 +32,8 @@ LIST_COMMANDS = {
 ROLE_NAMES = {"ha": "home agent", "mn": "mobile node", "cn": "correspondent node"}
 
 # clear-counters resets the protocol counters; the signalling transport's counters and
-# the nftables counters (packets the kernel counted) keep running.
-UNCLEARED_COUNTERS = ("transport.", "tunnelled_in", "param_problem_dropped.")
+# the nftables and eBPF counters (packets the kernel counted) keep running.
+UNCLEARED_COUNTERS = ("transport.", "tunnelled_in", "param_problem_dropped.", "ro.")
 
 
 class Mip6ControlError(Exception):

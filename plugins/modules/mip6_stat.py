@@ -48,7 +48,8 @@ options:
   gather:
     description:
       - What to gather into the C(mip6) fact.
-      - V(bindings) is C(mip6stat -b) (home agent), V(bul) C(mip6stat -u) (mobile node),
+      - V(bindings) is C(mip6stat -b) (home agent: the binding cache; correspondent node:
+        the correspondent bindings), V(bul) C(mip6stat -u) (mobile node),
         V(home_agents) C(mip6stat -H), V(home_addresses) C(mip6stat -m) (mobile node),
         V(counters) C(mip6stat -s), V(status) the agent's status with the lists its role
         has.
@@ -61,11 +62,13 @@ options:
   clear:
     description:
       - Lists to clear before gathering.
-      - V(bindings) drops every binding of the home agent (C(mip6stat -b -c)); V(bul)
+      - V(bindings) drops every binding of the home agent or correspondent node
+        (C(mip6stat -b -c)); V(bul)
         deregisters and forgets the mobile node's registrations; V(home_agents) forgets the
         home agents heard; V(counters) resets the protocol counters (C(mip6stat -c)); the
-        signalling transport's C(transport.*) counters and the nftables counters
-        (C(tunnelled_in), C(param_problem_dropped.*)) keep counting.
+        signalling transport's C(transport.*) counters, the nftables counters
+        (C(tunnelled_in), C(param_problem_dropped.*)) and a correspondent's eBPF counters
+        (C(ro.*)) keep counting.
       - V(home_addresses) is C(mip6stat -M) on a mobile node; the configured home addresses
         and home prefix are removed and the mobile node autoconfigures its home address.
       - Only what is not empty already is cleared, so C(changed) is true only when something
@@ -136,7 +139,12 @@ ansible_facts:
             enabled: true
             lists: [bindings, home_agents, counters]
         bindings:
-          description: The home agent's binding cache, one mapping per binding.
+          description:
+            - The home agent's binding cache, one mapping per binding.
+            - On a correspondent node, its correspondent bindings (route optimisation) with
+              C(home_address), C(correspondent), C(care_of_address), C(sequence),
+              C(registered), C(expires), C(last_use), C(refresh_requested), and the eBPF
+              map's C(dataplane_care_of_address) and C(dataplane_packets).
           returned: when gathered
           type: list
           elements: dict

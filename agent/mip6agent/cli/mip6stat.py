@@ -12,7 +12,7 @@ from ..control.protocol import ControlError
 from .common import EXIT_FAILURE, EXIT_OK, default_socket
 
 LISTS = {
-    "bindings": ("-b", "binding cache", "clear-bindings"),
+    "bindings": ("-b", "binding cache", "clear-bindings"),  # a correspondent's bindings too
     "bul": ("-u", "binding update list", "clear-bul"),
     "home-agents": ("-H", "home agents list", "clear-home-agents"),
     "home-addresses": ("-m", "home addresses", "clear-home-addresses"),
@@ -60,9 +60,10 @@ def _title(name: str) -> str:
 
 
 def _status_rows(status: dict) -> dict:
-    """The status reply with the last reload and the start-up restore flattened into
-    ``last_reload.<field>`` and ``restored.<field>`` keys."""
-    nested = ("lists", "last_reload", "restored")
+    """The status reply with the last reload, the start-up restore and a correspondent's
+    route optimisation flattened into ``last_reload.<field>``, ``restored.<field>`` and
+    ``route_optimization.<field>`` keys."""
+    nested = ("lists", "last_reload", "restored", "route_optimization")
     rows = {k: v for k, v in status.items() if k not in nested}
     for group in nested[1:]:
         for key, value in (status.get(group) or {}).items():
@@ -77,7 +78,7 @@ def _selected(args: argparse.Namespace) -> list[str]:
 
 # Wall-clock times in the agent's lists, shown in the table relative to now.
 _EXPIRY_KEYS = frozenset({"expires"})
-_SINCE_KEYS = frozenset({"registered"})
+_SINCE_KEYS = frozenset({"registered", "last_use"})
 
 
 def _relative(row: dict, now: float) -> dict:

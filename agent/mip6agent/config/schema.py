@@ -501,8 +501,11 @@ CORRESPONDENT_NODE = Section(
             "route_optimization",
             Bool(),
             False,
-            doc="Answer return routability (HoTI/CoTI) and accept correspondent "
-            "registrations from mobile nodes, so their traffic can bypass the home agent.",
+            doc="Role cn: answer return routability (HoTI/CoTI) and accept correspondent "
+            "registrations from mobile nodes, so their traffic can bypass the home agent "
+            "(TC eBPF data path; where it cannot run, the agent logs why and keeps "
+            "refusing with Binding Error status 2). false: HoTI, CoTI and BU get Binding "
+            "Error status 2.",
             compat="`-r 1|0` (on a correspondent node)",
         ),
         Field(
@@ -604,6 +607,17 @@ def _check_authentication(v: SectionView) -> None:
         )
 
 
+def _check_correspondent_role(v: SectionView) -> None:
+    if not v.ok("role", "correspondent_node") or v.values["role"] == "cn":
+        return
+    if v.values["correspondent_node"].route_optimization:
+        v.warn(
+            "correspondent_node",
+            f'route_optimization has no effect with role "{v.values["role"]}": only role cn '
+            "does route optimisation as a correspondent node so far",
+        )
+
+
 _SECTIONS = {"home_agent": HOME_AGENT, "mobile_node": MOBILE_NODE}
 
 
@@ -702,11 +716,12 @@ AGENT = Section(
             "correspondent_node",
             CORRESPONDENT_NODE,
             _CN_DEFAULT,
-            doc="Correspondent node settings; every role is also a correspondent node.",
+            doc="Correspondent node settings. Only role cn carries them out so far; with "
+            "another role, route_optimization true gives a warning.",
             compat="—",
         ),
     ],
-    checks=[_check_role_sections, _check_authentication],
+    checks=[_check_role_sections, _check_authentication, _check_correspondent_role],
     elsewhere=_elsewhere(),
 )
 
