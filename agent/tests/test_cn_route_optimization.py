@@ -375,3 +375,36 @@ def test_cn_agent_without_a_working_ebpf_backend_refuses_route_optimization(
         log = agent.log.read_text()
         assert "route optimisation refused" in log and "clang is not installed" in log, log
         assert map_entries(topo) is None
+
+
+def test_cn_agent_restart_starts_with_no_bindings(tmp_path: Path, ebpf: None) -> None:
+    """A correspondent killed with bindings comes back with none: its maps are empty, and
+    the mobile node's next packet with a Home Address option earns Binding Error status 1;
+    return routability then registers it again.
+
+    (Under ``ip netns exec`` the agent's bpffs is private to it, so the killed run's pins
+    are gone and the new run loads afresh; on a host, it reopens the pins and empties the
+    map. The clsact qdisc the killed run added is then no longer known as ours.)"""
+    with Topology(mn_link="foreign1") as topo:
+        topo.ip("ha", "addr", "add", f"{HOA}/64", "dev", "eth0", "nodad")
+        node = Node(topo, lifetime=60)
+        agent = AgentProcess(topo.ns["cn"], tmp_path / "cn", cn_config())
+        with agent as cn:
+            node.send(node.reg.away(COA, time.time()))
+            node.pump(node.bound, what="RR and BA")
+            assert [_entry_addresses(e) for e in map_entries(topo) or []] == [(HOA, COA)]
+            cn.kill9()
+            cn.start()
+            assert cn_bindings(cn) == []
+            assert map_entries(topo) == []
+            node.received.clear()
+            node.careof.send(udp_with_hao(COA, CN_ADDRESS, HOA))
+            node.pump(
+                lambda: bool(node.errors(BEStatus.UNKNOWN_BINDING_FOR_HAO)), what="BE status 1"
+            )
+            assert node.reg.state != "bound"  # the registration runs RR again
+            node.pump(node.bound, what="registered again")
+            rows = wait_until(lambda: cn_bindings(cn), what="binding again")
+            assert rows[0]["dataplane_care_of_address"] == str(COA)
+            assert [_entry_addresses(e) for e in map_entries(topo) or []] == [(HOA, COA)]
+        assert map_entries(topo) is None
