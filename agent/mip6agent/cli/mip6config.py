@@ -14,15 +14,18 @@ from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, default_socket
 
 # Flags the KAME notes list as unimplemented, and why we still do not take them.
 REJECTED = {
-    "-w": "time before the CN sends a Binding Refresh Request: part of correspondent route "
-    "optimisation, which the CN role does not do yet (route optimisation issue)",
+    "-w": "time before the CN sends a Binding Refresh Request: set "
+    "correspondent_node.binding_refresh_request_before (seconds, KAME took a percentage of "
+    "the lifetime) in agent.yml and reload; mip6config does not map it yet",
     "-u": "forwarding of site-local unicast: site-local addresses are deprecated (RFC 3879)",
     "-m": "forwarding of site-local multicast: site-local addresses are deprecated (RFC 3879)",
     "-p": "link-layer promiscuous mode: the home agent uses proxy Neighbor Discovery instead",
-    "-r": "route optimisation on/off: correspondent registrations belong to the route "
-    "optimisation issue; the mobile node always tunnels through its home agent today",
-    "-q": "sending Binding Refresh Requests to mobile nodes: part of route optimisation "
-    "(route optimisation issue); home registrations are refreshed by the mobile node",
+    "-r": "route optimisation on/off: on a correspondent node set "
+    "correspondent_node.route_optimization in agent.yml and reload (mip6config does not "
+    "map it yet); the mobile node always tunnels through its home agent today",
+    "-q": "sending Binding Refresh Requests to mobile nodes: on a correspondent node set "
+    "correspondent_node.binding_refresh_request_before in agent.yml and reload (mip6config "
+    "does not map it yet); home registrations are refreshed by the mobile node",
 }
 
 
