@@ -262,12 +262,38 @@ def test_cn_agent_route_optimization_end_to_end(tmp_path: Path, ebpf: None) -> N
                 assert (row["ipv6.routing.type"], row["ipv6.routing.segleft"]) == ("2", "1"), row
                 assert row["ipv6.routing.mipv6.home_address"] == str(HOA), row
 
+            # The headroom route: a 1500-octet datagram is fragmented to fit, and every
+            # fragment leaves with RH2 (without it, it would go unchanged, too big).
+            route = topo.ip("cn", "-6", "route", "show", f"{HOA}/128")
+            assert "proto 87" in route and "mtu lock 1476" in route, route
+            capture = topo.capture("cn", "eth0")
+            with topo.inside("cn"):
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                sock.sendto(b"x" * 1452, (str(HOA), 9))
+            finally:
+                sock.close()
+            time.sleep(0.3)
+            frames = [f.data for f in capture.frames() if f.outgoing]
+            pcap = write_pcap(tmp_path / "big.pcap", frames, linktype=LINKTYPE_ETHERNET)
+            fragments = [
+                r
+                for r in tshark_fields(
+                    pcap, ["ipv6.dst", "ipv6.routing.type", "ipv6.fraghdr.ident", "frame.len"]
+                )
+                if r["ipv6.fraghdr.ident"]
+            ]
+            assert len(fragments) == 2, fragments
+            for row in fragments:
+                assert row["ipv6.dst"] == str(COA) and row["ipv6.routing.type"] == "2", row
+                assert int(row["frame.len"]) <= 1514, row
+
             # The counters of that binding tell the core it is in use: a Binding Refresh
             # Request 10 s before the 16 s binding expires, answered by a new RR and BU.
             rows = wait_until(
                 lambda: [r for r in cn_bindings(cn) if r["last_use"]], what="note_use"
             )
-            assert rows[0]["dataplane_packets"] >= 3
+            assert rows[0]["dataplane_packets"] >= 5
             node.pump(
                 lambda: any(
                     isinstance(p.payload, wire.BindingRefreshRequest) for p in node.received
@@ -290,6 +316,7 @@ def test_cn_agent_route_optimization_end_to_end(tmp_path: Path, ebpf: None) -> N
             node.pump(lambda: node.reg.state == "idle", what="deregistration")
             wait_until(lambda: not cn_bindings(cn), what="binding gone")
             assert map_entries(topo) == []
+            assert topo.ip("cn", "-6", "route", "show", f"{HOA}/128") == ""
 
             # Expiry removes it too: a 4 s binding, not refreshed.
             node.new(lifetime=4)
@@ -322,6 +349,7 @@ def test_cn_agent_route_optimization_end_to_end(tmp_path: Path, ebpf: None) -> N
         log = agent.log.read_text()
         assert "Traceback" not in log and "failed" not in log, log
         # Stopped: nothing of ours is left on the interface.
+        assert "proto 87" not in topo.ip("cn", "-6", "route", "show")
         assert map_entries(topo) is None
         qdiscs = topo.run("cn", "tc", "qdisc", "show", "dev", "eth0", check=True).stdout
         assert "clsact" not in qdiscs, qdiscs

@@ -9,7 +9,13 @@ Every method blocks (netlink, bpf(2), bpftool): the agent calls them on its kern
   Binding Error status 1 and run return routability again), and attaches to every
   Ethernet-framed interface of the namespace.
 - :meth:`install` also attaches to the interfaces the routes to the home address and to
-  the care-of address leave by, if they were not attached yet (an interface added later).
+  the care-of address leave by, if they were not attached yet (an interface added later),
+  and adds a headroom route: the home address (/128) by the same gateway and interface as
+  before, with ``mtu lock`` :data:`~mip6agent.io.dataplane.ro_bpf.RO_OVERHEAD` (24) below
+  the interface's MTU, so that TCP sizes its segments, and UDP and ICMPv6 fragment, to
+  fit the Type 2 Routing Header the egress program adds. :meth:`remove` deletes it; the
+  routes carry protocol :data:`RTPROT_MIP6_RO` and :meth:`start` / :meth:`stop` flush
+  any left.
 - :meth:`used` reads the per-binding packet counters: the home addresses whose bindings
   carried packets since the last call (for ``Correspondent.note_use``).
 - :meth:`stop` removes filters, the clsact qdiscs added, programs, maps and pins.
@@ -30,6 +36,8 @@ from ..io.dataplane.ro_bpf import RoBpf, RoBpfError
 log = logging.getLogger("mip6agent")
 ARPHRD_ETHER = 1
 BACKEND = "tc-ebpf"
+RTPROT_MIP6_RO = 87  # the correspondent's headroom routes (the home agent's are 86)
+_RTAX_MTU = 2
 
 
 class CorrespondentPathError(Exception):
@@ -62,6 +70,7 @@ class CorrespondentPath:
             for stale in ro.bindings("cn"):
                 ro.remove_binding("cn", stale.cn, stale.home)
             with IPRoute() as ipr:
+                _flush_headroom(ipr)
                 names = [
                     link.get_attr("IFLA_IFNAME")
                     for link in ipr.get_links()
@@ -85,6 +94,8 @@ class CorrespondentPath:
         self.attached.clear()
         self._packets.clear()
         if ro is not None:
+            with IPRoute() as ipr:
+                _flush_headroom(ipr)
             ro.detach()
 
     def _need(self) -> RoBpf:
@@ -118,12 +129,43 @@ class CorrespondentPath:
     ) -> None:
         ro = self._need()
         self._attach_routes(ro, home_address, care_of_address)
+        self._headroom(home_address)
         ro.add_binding("cn", correspondent, home_address, care_of_address)
 
     def remove(self, home_address: IPv6Address, correspondent: IPv6Address) -> None:
         self._packets.pop((correspondent, home_address), None)
         if self.ro is not None:
             self.ro.remove_binding("cn", correspondent, home_address)
+            if not any(b.home == home_address for b in self.ro.bindings("cn")):
+                with IPRoute() as ipr, contextlib.suppress(NetlinkError):
+                    ipr.route("del", dst=f"{home_address}/128", proto=RTPROT_MIP6_RO)
+
+    def _headroom(self, home_address: IPv6Address) -> None:
+        """The home address by the route it has now, its MTU locked 24 octets lower."""
+        with IPRoute() as ipr:
+            try:
+                routes = ipr.route("get", dst=str(home_address))
+            except NetlinkError as exc:
+                log.warning("no headroom route for %s: %s", home_address, exc)
+                return
+            if not routes:
+                return
+            route = routes[0]
+            index = route.get_attr("RTA_OIF")
+            links = ipr.get_links(index) if index is not None else []
+            if not links:
+                return
+            mtu = links[0].get_attr("IFLA_MTU") - ro_bpf.RO_OVERHEAD
+            gateway = route.get_attr("RTA_GATEWAY")
+            extra = {"gateway": gateway} if gateway else {}
+            ipr.route(
+                "replace",
+                dst=f"{home_address}/128",
+                oif=index,
+                proto=RTPROT_MIP6_RO,
+                metrics={"mtu": mtu, "lock": 1 << _RTAX_MTU},
+                **extra,
+            )
 
     def used(self) -> list[IPv6Address]:
         """Home addresses whose bindings carried packets since the last call."""
@@ -149,3 +191,14 @@ class CorrespondentPath:
         if self.ro is None:
             return {}
         return self.ro.counters()
+
+
+def _flush_headroom(ipr: IPRoute) -> None:
+    for route in ipr.get_routes(family=10, proto=RTPROT_MIP6_RO):
+        with contextlib.suppress(NetlinkError):
+            ipr.route(
+                "del",
+                dst=f"{route.get_attr('RTA_DST')}/{route['dst_len']}",
+                proto=RTPROT_MIP6_RO,
+                table=route.get_attr("RTA_TABLE"),
+            )
