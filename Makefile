@@ -47,6 +47,7 @@ $(STAMP): constraints.txt agent/pyproject.toml requirements-dev.txt
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: venv
 	$(BIN)/ruff check --fix .

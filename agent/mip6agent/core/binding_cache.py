@@ -140,12 +140,14 @@ class Binding:
         ):
             return None
         try:
-            addresses = [_packed_address(home), _packed_address(coa), _home_agent(agent)]
+            addresses = (_packed_address(home), _packed_address(coa), _home_agent(agent))
         except OSError:
             return None  # scope ids, errors: the full checks
         lifetime, expires, registered = times
         return cls(
-            *addresses,
+            addresses[0],
+            addresses[1],
+            addresses[2],
             interface,
             sequence,
             float(lifetime),

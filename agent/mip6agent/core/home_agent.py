@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
+from typing import cast
 
 from ..wire import (
     AlternateCareofAddress,
@@ -20,6 +21,7 @@ from ..wire import (
     HAADRequest,
     MobilePrefixAdvertisement,
     MobilePrefixSolicitation,
+    MobilityMessage,
     NeighborAdvertisement,
     NeighborSolicitation,
     Packet,
@@ -185,6 +187,8 @@ class HomeAgent:
             if not packet.checksum_ok():
                 self.counters.add("bad_checksum")
                 return [act.Log("debug", f"MH from {packet.src} with a bad checksum dropped")]
+            if not isinstance(payload, MobilityMessage):
+                return []  # the wire layer gives MH packets a Mobility Header payload
             self.counters.received(payload.MH_TYPE)
             if isinstance(payload, BindingUpdate):
                 return self._binding_update(packet, payload, now)
@@ -424,8 +428,8 @@ class HomeAgent:
             return out + self._reply(request, BAStatus.NOT_HOME_SUBNET, now)
         if request.key is not None and not request.key.authorizes(home):
             self.counters.add("unauthorized_home_address")
-            why = f"BU for {home} from {request.nai}: not its home address"
-            out.append(act.Log("warning", why, "bu_authz"))
+            text = f"BU for {home} from {request.nai}: not its home address"
+            out.append(act.Log("warning", text, "bu_authz"))
             return out + self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
         existing = self.cache.get(home)
         recovered = existing is not None and existing.recovered
@@ -690,7 +694,10 @@ class HomeAgent:
         )
         if request.key is not None and request.nai is not None:
             timestamp = request.timestamp if request.timestamp is not None else ntp_timestamp(now)
-            ba = protect(ba, request.nai.encode(), request.key, timestamp, destination, home)
+            ba = cast(
+                BindingAck,
+                protect(ba, request.nai.encode(), request.key, timestamp, destination, home),
+            )
         self.counters.sent(ba.MH_TYPE)
         if destination == home or unicast_problem(home) is not None:
             data = build_packet(request.home_agent, destination, ba)

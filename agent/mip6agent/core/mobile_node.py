@@ -21,6 +21,7 @@ from ..wire import (
     HAADRequest,
     MessageIdentification,
     MobilePrefixAdvertisement,
+    MobilityMessage,
     Packet,
     PrefixInformation,
     RouterAdvertisement,
@@ -352,6 +353,8 @@ class MobileNode:
         if not packet.checksum_ok():
             self.counters.add("bad_checksum")
             return []
+        if not isinstance(payload, MobilityMessage):
+            return []  # the wire layer gives MH packets a Mobility Header payload
         self.counters.received(payload.MH_TYPE)
         rh2 = packet.routing_header_type2
         home = rh2.home_address if rh2 is not None else packet.dst
@@ -695,7 +698,8 @@ class MobileNode:
 
     def restore(self, state: dict[str, object], now: float) -> list:
         """Keep sequence numbers and live registrations across a restart."""
-        for raw in state.get("entries", []):  # type: ignore[union-attr]
+        entries = state.get("entries", [])
+        for raw in entries if isinstance(entries, list) else []:
             home = IPv6Address(raw["home_address"])
             entry = self.entries.get(home)
             if entry is None:
