@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test test-setup-venvs test-setup-lab test-lab-lane test-check-lane lint format unit \
 	test-long fuzz bench soak apt venv clean sanity ansible-lint lab-bootstrap lab-image lab-venv \
-	lab-test molecule lab lab-down lab-shell vm-test interop interop-ci
+	lab-test molecule lab lab-down lab-shell vm-test interop
 
 # Two lanes at once: the Podman lab (its tests, then Molecule), which mostly waits on
 # container execs, and the checks that need no lab (lint, sanity, namespace tests).
@@ -127,17 +127,12 @@ vm-test:
 # Interoperability with UMIP (mip6d 1.0) on the same VM (docs/interop.md): builds UMIP
 # statically from UMIP_SRC (cached in .cache/interop), runs lab/interop/test_interop.py in
 # the VM and prints a JSON summary. INTEROP_ARGS: pytest arguments (e.g. -k umip_mn).
-# interop-ci: the cases meant for make test, without those that wait for a fix on our side
-# (marker lbit); not in make test yet (docs/interop.md).
+# Not in make test yet (docs/interop.md, "CI").
 UMIP_SRC ?= $(wildcard $(CURDIR)/../shared/peers/umip-1.0.tar.gz)
 INTEROP_ARGS ?=
-INTEROP_CI_ARGS ?= -m "not lbit"
 
 interop:
 	UMIP_SRC="$(UMIP_SRC)" lab/interop/run.sh $(INTEROP_ARGS)
-
-interop-ci:
-	UMIP_SRC="$(UMIP_SRC)" lab/interop/run.sh $(INTEROP_CI_ARGS)
 
 # The embedded fleet (docs/quickstart.md): build the lab, roll Mobile IPv6 out with
 # playbooks/site.yml and inventories/lab (ansible.cfg), then show ha1's binding cache and
