@@ -175,6 +175,26 @@ def udp_with_hao(src: IPv6Address, dst: IPv6Address, home: IPv6Address) -> bytes
     return header + src.packed + dst.packed + payload
 
 
+def mip6stat(topo: Topology, cn: AgentProcess, *args: str) -> str:
+    return subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            topo.ns["cn"],
+            sys.executable,
+            "-m",
+            "mip6agent.cli.mip6stat",
+            "-S",
+            cn.socket,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def send_udp_from_cn(topo: Topology, dst: IPv6Address, count: int = 3) -> None:
     with topo.inside("cn"):
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -238,6 +258,10 @@ def test_cn_agent_route_optimization_end_to_end(tmp_path: Path, ebpf: None) -> N
             assert [(b["home_address"], b["care_of_address"]) for b in listed] == [
                 (str(HOA), str(COA))
             ]
+            # The table and -i: the binding row, and the route optimisation status.
+            table = mip6stat(topo, cn, "-b", "-i")
+            assert str(HOA) in table and str(COA) in table and "dataplane_packets" in table
+            assert "route_optimization.enabled" in table and "tc-ebpf" in table, table
 
             # Data from the correspondent to the home address leaves with RH2, dst = CoA.
             capture = topo.capture("cn", "eth0")
