@@ -356,6 +356,13 @@ def _check_mobile_node(v: SectionView) -> None:
                 f"{bu:g} s exceeds home_registration_lifetime ({home:g} s); correspondent "
                 "bindings never outlive the home registration (RFC 6275 11.7.2)",
             )
+    if v.ok("route_optimization") and v.values["route_optimization"]:
+        v.error(
+            "route_optimization",
+            "true is not supported yet: the mobile node does not run return routability "
+            "yet, so every packet would still take the home agent tunnel (correspondent "
+            "nodes do route optimisation: correspondent_node.route_optimization); set false",
+        )
     if v.ok("initial_bindack_timeout", "max_bindack_timeout"):
         first, limit = v.values["initial_bindack_timeout"], v.values["max_bindack_timeout"]
         if first > limit:
@@ -440,7 +447,8 @@ MOBILE_NODE = Section(
             Bool(),
             False,
             doc="Run return routability and send Binding Updates to correspondent nodes. "
-            "false: all traffic goes through the home agent tunnel.",
+            "false: all traffic goes through the home agent tunnel. true is refused for now: "
+            "the mobile node side of route optimisation is not built yet.",
             compat="`-r 1|0`; `bu_to_cn 1|0`",
         ),
         Field(
