@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 from hypothesis import given, settings
@@ -364,3 +365,42 @@ def test_slaac_move_leaves_the_old_link_once_the_new_router_speaks() -> None:
     extra = IPv6Network("2001:db8:33::/64")
     out = node.receive(_ra(extra, "fe80::3"), T0 + 2, interface="eth0")
     assert not any(isinstance(a, act.LeaveOldLinks) for a in out)
+
+
+def test_a_late_ba_to_a_retransmitted_deregistration_still_ends_it_cleanly() -> None:
+    """The deregistration's BA arrives after the MN resent the BU with a new sequence
+    number; the HA answers the resends with 133 (it holds no binding any more). Seen
+    against a slow home agent in the UMIP interop matrix: the MN ended "failed"."""
+    node, agent = mn(), ha()
+    net = Net(node, agent)
+    attach(node)
+    net.move(F1, T0)
+    first = node.addresses_changed("eth0", [AT_HOME], T0 + 10)  # the HA does not see it yet
+    (bu1,) = [p for p in packets(first) if isinstance(p.payload, wire.BindingUpdate)]
+    entry = node.entries[HOA]
+    resend = node.handle_timer(entry.retransmit_at)
+    (bu2,) = [p for p in packets(resend) if isinstance(p.payload, wire.BindingUpdate)]
+    assert bu2.payload.sequence != bu1.payload.sequence and bu2.payload.lifetime == 0
+    ba1 = [a for a in agent.receive(bu1, T0 + 12) if isinstance(a, act.SendPacket)]
+    ba2 = [a for a in agent.receive(bu2, T0 + 12) if isinstance(a, act.SendPacket)]
+    statuses = [wire.parse_packet(a.data).payload.status for a in ba1 + ba2]
+    assert statuses == [0, 133]
+    # In the order the HA sent them, and the other way round.
+    for order in (ba1 + ba2, ba2 + ba1):
+        node2 = copy.deepcopy(node)
+        for reply in order:
+            node2.receive(wire.parse_packet(reply.data), T0 + 12.1)
+        assert node2.entries[HOA].state == "idle", order
+        assert node2.entries[HOA].reason == ""
+
+
+def test_a_ba_for_a_sequence_number_never_sent_is_ignored() -> None:
+    node = mn()
+    attach(node)
+    out = node.addresses_changed("eth0", [F1], T0)
+    (bu,) = [p for p in packets(out) if isinstance(p.payload, wire.BindingUpdate)]
+    stray = wire.BindingAck(0, 0, (bu.payload.sequence + 5) & 0xFFFF, 100)
+    data = wire.build_packet(HA, F1.ip, stray, routing_home_address=HOA)
+    node.receive(wire.parse_packet(data), T0 + 0.1)
+    assert node.entries[HOA].state == "registering"
+    assert node.counters["ba_unexpected"] == 1

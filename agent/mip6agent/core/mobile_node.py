@@ -108,6 +108,9 @@ class BULEntry:
     home_agents: list[IPv6Address] = field(default_factory=list)
     # Known to be on the home link (not saved: a started node puts it there once).
     home_placed: bool = False
+    # First sequence number of the current (de)registration: a retransmission gets a new
+    # number, and a late BA for an earlier one of the same attempt still answers it.
+    attempt_first: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -263,6 +266,7 @@ class MobileNode:
         if entry.home_agent is None:
             return self._discover(entry, now)
         entry.state = "registering"
+        entry.attempt_first = seq_add(entry.sequence)
         entry.timeout = (
             self.settings.initial_timeout_first if first else self.settings.initial_timeout
         )
@@ -313,6 +317,7 @@ class MobileNode:
             entry.state = "idle"
             return out
         entry.state = "deregistering"
+        entry.attempt_first = seq_add(entry.sequence)
         entry.care_of_address, entry.interface = entry.home_address, interface
         entry.timeout = self.settings.initial_timeout
         out.append(act.Log("info", f"{entry.home_address}: back home, deregistering"))
@@ -374,7 +379,7 @@ class MobileNode:
     def _binding_ack(self, entry: BULEntry, packet: Packet, ba: BindingAck, now: float) -> list:
         waiting = entry.state in ("registering", "deregistering")
         # A 135 carries the HA's last accepted number, not ours.
-        matches = ba.sequence == entry.sequence or ba.status == BAStatus.SEQUENCE_OUT_OF_WINDOW
+        matches = _in_attempt(entry, ba.sequence) or ba.status == BAStatus.SEQUENCE_OUT_OF_WINDOW
         if not (waiting and matches):
             self.counters.add("ba_unexpected")
             return []
@@ -405,12 +410,14 @@ class MobileNode:
                 entry.clock_offset = unix_seconds(ident.timestamp) - now
                 self._last_stamp = 0  # our clock was wrong: count from the corrected one
             return self._resend(entry, now)
-        if not ba.accepted:
+        gone = entry.state == "deregistering" and ba.status == BAStatus.NOT_HOME_AGENT_FOR_MN
+        if not ba.accepted and not gone:
             entry.state, entry.retransmit_at = "failed", None
             entry.reason = f"home agent refused with status {ba.status}"
             return [act.Log("error", f"{entry.home_address}: {entry.reason}")]
         entry.retransmit_at = None
         if entry.state == "deregistering":
+            # 133 to a deregistration: the HA holds no binding (an earlier copy removed it).
             entry.state, entry.refresh_at = "idle", None
             entry.care_of_address = entry.interface = None
             return [
@@ -719,3 +726,12 @@ class MobileNode:
                 entry.refresh_at = min(now + 1, entry.expires)
                 entry.tunnel = (entry.care_of_address, entry.interface)
         return []
+
+
+def _in_attempt(entry: BULEntry, sequence: int) -> bool:
+    """``sequence`` was sent for the current (de)registration."""
+    if sequence == entry.sequence:
+        return True
+    if entry.attempt_first is None:
+        return False
+    return (entry.sequence - sequence) & 0xFFFF <= (entry.sequence - entry.attempt_first) & 0xFFFF
