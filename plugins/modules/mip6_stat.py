@@ -48,8 +48,8 @@ options:
   gather:
     description:
       - What to gather into the C(mip6) fact.
-      - V(bindings) is C(mip6stat -b) (home agent: the binding cache; correspondent node:
-        the correspondent bindings), V(bul) C(mip6stat -u) (mobile node),
+      - V(bindings) is C(mip6stat -b) (the binding cache on a home agent, the
+        correspondent bindings on a correspondent node), V(bul) C(mip6stat -u) (mobile node),
         V(home_agents) C(mip6stat -H), V(home_addresses) C(mip6stat -m) (mobile node),
         V(counters) C(mip6stat -s), V(status) the agent's status with the lists its role
         has.
