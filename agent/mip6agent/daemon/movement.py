@@ -8,6 +8,8 @@ simple and makes a missed event harmless.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import select
 import threading
 from collections.abc import Callable
@@ -15,7 +17,11 @@ from dataclasses import dataclass
 from ipaddress import IPv6Interface
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+
+log = logging.getLogger("mip6agent")
+RETRY_DELAY = 0.2  # seconds before reading the state again after a failed read
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -43,24 +49,34 @@ def usable(flags: int) -> bool:
 def read_state(ipr: IPRoute, names: tuple[str, ...]) -> list[InterfaceState]:
     out = []
     for name in names:
-        links = ipr.link_lookup(ifname=name)
-        if not links:
+        try:
+            out.append(_read_one(ipr, name))
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+            # Gone between the lookup and the read (a port re-created): down for now; its
+            # return is another link event.
             out.append(InterfaceState(name, False, (), 0))
-            continue
-        index = links[0]
-        link = ipr.get_links(index)[0]
-        flags = link["flags"]
-        up = bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
-        addresses = []
-        for msg in ipr.get_addr(family=10, index=index):
-            if msg["scope"] != RT_SCOPE_UNIVERSE:
-                continue
-            flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-            if usable(flags):
-                addresses.append(IPv6Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
-        changes = link.get_attr("IFLA_CARRIER_CHANGES") or 0
-        out.append(InterfaceState(name, up, tuple(addresses), changes))
     return out
+
+
+def _read_one(ipr: IPRoute, name: str) -> InterfaceState:
+    links = ipr.link_lookup(ifname=name)
+    if not links:
+        return InterfaceState(name, False, (), 0)
+    index = links[0]
+    link = ipr.get_links(index)[0]
+    flags = link["flags"]
+    up = bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+    addresses = []
+    for msg in ipr.get_addr(family=10, index=index):
+        if msg["scope"] != RT_SCOPE_UNIVERSE:
+            continue
+        flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+        if usable(flags):
+            addresses.append(IPv6Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
+    changes = link.get_attr("IFLA_CARRIER_CHANGES") or 0
+    return InterfaceState(name, up, tuple(addresses), changes)
 
 
 class MovementWatcher:
@@ -91,22 +107,35 @@ class MovementWatcher:
             query.close()
 
     def _watch(self, events: IPRoute, query: IPRoute) -> None:
-        self.loop.call_soon_threadsafe(self.callback, read_state(query, self.names))
         fd = events.fileno()
+        stale = True  # read the state now, and again after any read that failed
         while not self._stop.is_set():
+            if stale:
+                stale = not self._report(query)
             # Poll with a timeout so that close() is noticed within half a second.
-            ready, _, _ = select.select([fd], [], [], 0.5)
+            ready, _, _ = select.select([fd], [], [], RETRY_DELAY if stale else 0.5)
             if not ready:
                 continue
             try:
                 messages = events.get()
-            except OSError:
+            except OSError as exc:
+                log.error("link events no longer readable, movement detection stops: %s", exc)
                 return
             if self._stop.is_set():
                 return
             if messages:
-                state = read_state(query, self.names)
-                self.loop.call_soon_threadsafe(self.callback, state)
+                stale = True
+
+    def _report(self, query: IPRoute) -> bool:
+        """Hand the current state to the loop; False when it could not be read (the
+        thread must outlive any netlink error: without it the node stops moving)."""
+        try:
+            state = read_state(query, self.names)
+        except Exception as exc:  # logged, read again shortly
+            log.warning("reading the interfaces failed, reading again: %s", exc)
+            return False
+        self.loop.call_soon_threadsafe(self.callback, state)
+        return True
 
     def close(self) -> None:
         self._stop.set()
