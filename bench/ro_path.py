@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -57,7 +56,7 @@ sys.path.insert(0, str(ROOT / "agent" / "tests"))
 
 from machine import cpu_model  # noqa: E402
 from mip6agent.io.dataplane.ro_bpf import PIN_ROOT, RO_OVERHEAD, RoBpf, available  # noqa: E402
-from netns import address, ip, namespaces, veth  # noqa: E402
+from netns import address, inside, ip, namespaces, veth  # noqa: E402
 
 CN = IPv6Address("2001:db8:4::9")
 COA = IPv6Address("2001:db8:2::100")
@@ -65,32 +64,9 @@ HOA = IPv6Address("2001:db8:1::100")
 LINK_MTU = 1500
 TARGET_THROUGHPUT_RATIO = 0.9
 TARGET_RTT_RATIO = 1.05
-CLONE_NEWNET = 0x40000000
-_LIBC = ctypes.CDLL(None, use_errno=True)
 MODES = ("direct", "attached", "ro")
 SO_TIMESTAMPNS = 35
 RTT_BLOCK = 50  # echoes per mode switch
-
-
-def _setns(fd: int) -> None:
-    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
 
 
 def rtt_samples(ns: str, dst: IPv6Address, count: int, interval: float = 0.002) -> list[float]:

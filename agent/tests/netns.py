@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import signal
@@ -12,6 +13,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _counter = itertools.count()
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)  # os.setns arrives only in Python 3.12
+
+
+def _setns(fd: int) -> None:
+    """Move the calling thread (only it) into the network namespace open as ``fd``."""
+    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """Run the block with the calling thread in namespace ``ns`` (a name under /run/netns)."""
+    target = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
 
 
 def ip(*args: str) -> None:

@@ -5,7 +5,6 @@ where the watcher thread died on ENODEV and the node never registered again."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import subprocess
@@ -15,9 +14,8 @@ from typing import Any
 
 import pytest
 from mip6agent.daemon.movement import InterfaceState, MovementWatcher, read_state
+from netns import inside
 from pyroute2.netlink.exceptions import NetlinkError
-
-CLONE_NEWNET = 0x40000000
 
 
 class VanishingLinks:
@@ -48,12 +46,8 @@ def test_the_watcher_follows_an_interface_deleted_and_made_again() -> None:
     name = f"mip6-mw-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        # The watcher's sockets open in the thread's namespace: enter it in this process.
-        from pyroute2 import netns
-
-        fd = os.open("/proc/self/ns/net", os.O_RDONLY)
-        netns.setns(name)
-        try:
+        # The watcher thread and the ip commands inherit this thread's namespace.
+        with inside(name):
             states: list[list[InterfaceState]] = []
 
             async def scenario() -> None:
@@ -83,9 +77,5 @@ def test_the_watcher_follows_an_interface_deleted_and_made_again() -> None:
                     await asyncio.get_running_loop().run_in_executor(None, watcher.close)
 
             asyncio.run(scenario())
-        finally:
-            # Back to the test's own namespace (os.setns is Python 3.12+).
-            assert ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) == 0
-            os.close(fd)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)

@@ -18,7 +18,6 @@ sender and verified by the receiver over the swapped-back home address.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import itertools
 import json
@@ -46,7 +45,7 @@ from mip6agent.io.dataplane.ro_bpf import (
     available,
     build,
 )
-from netns import address, ip, namespaces, veth
+from netns import address, inside, ip, namespaces, veth
 from tshark import tshark_fields, write_pcap
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -57,37 +56,13 @@ HOA = IPv6Address("2001:db8:1::100")
 OTHER_HOA = IPv6Address("2001:db8:1::200")
 LINK_MTU = 1500
 ROUTE_MTU = LINK_MTU - RO_OVERHEAD
-CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
 LINKTYPE_ETHERNET = 1
 IPPROTO_DSTOPTS = 60
 IPPROTO_ROUTING = 43
 IPPROTO_MH = 135
-_LIBC = ctypes.CDLL(None, use_errno=True)
 _idents = itertools.count(0x4D36)
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _setns(fd: int) -> None:
-    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """The calling thread in namespace ``ns`` for the block."""
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
 
 
 class Capture:

@@ -28,7 +28,6 @@ or in this process (:meth:`Topology.inside` switches the calling thread's namesp
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import os
 import re
@@ -46,14 +45,13 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Literal
 
+import netns
 import pytest
-from netns import kill_namespace_processes, namespace_pids, stop_daemon
+from netns import NETNS_DIR, kill_namespace_processes, namespace_pids, stop_daemon
 
-NETNS_DIR = "/run/netns"
 ETH_P_ALL = 0x0003
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
-CLONE_NEWNET = 0x40000000
 
 LinkName = Literal["home", "foreign1", "foreign2", "cn"]
 Addressing = Literal["static", "slaac"]
@@ -92,14 +90,6 @@ _NAME = re.compile(r"^mip6-(\d+)-\d+-[a-z]+$")
 _TMP_NAME = re.compile(r"^mip6-topo-(\d+)-")
 _counter = itertools.count()
 _echo_seq = itertools.count(1000, 97)
-_LIBC = ctypes.CDLL(None, use_errno=True)  # os.setns arrives only in Python 3.12
-
-
-def _setns(fd: int) -> None:
-    """Move the calling thread (only it) into the network namespace open as ``fd``."""
-    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 def _run(argv: list[str], check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -360,17 +350,8 @@ class Topology:
     @contextlib.contextmanager
     def inside(self, node: str) -> Iterator[None]:
         """Run the block with the calling thread in the node's namespace."""
-        target = os.open(os.path.join(NETNS_DIR, self.ns[node]), os.O_RDONLY)
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                yield
-            finally:
-                _setns(home)
-        finally:
-            os.close(target)
-            os.close(home)
+        with netns.inside(self.ns[node]):
+            yield
 
     def in_node(self, node: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Build ``factory(*args)`` in the node and return a :class:`NodeProxy` to it.

@@ -615,8 +615,10 @@ class Agent:
                         )
             finally:
                 if slow and isinstance(self.core, HomeAgent):
-                    self._waiting.subtract(_binding_keys(batch) or ())
-                    self._waiting += collections.Counter()  # drop the zeros
+                    for key in _binding_keys(batch) or ():
+                        self._waiting[key] -= 1
+                        if self._waiting[key] <= 0:
+                            del self._waiting[key]
                 queue.task_done()
 
     async def _do(self, action: act.Action) -> None:
