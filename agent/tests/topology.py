@@ -45,9 +45,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Literal
 
-import netns
 import pytest
-from netns import NETNS_DIR, kill_namespace_processes, namespace_pids, stop_daemon
+from netns import NETNS_DIR, inside, kill_namespace_processes, namespace_pids, stop_daemon
 
 ETH_P_ALL = 0x0003
 ETH_P_IPV6 = 0x86DD
@@ -350,7 +349,7 @@ class Topology:
     @contextlib.contextmanager
     def inside(self, node: str) -> Iterator[None]:
         """Run the block with the calling thread in the node's namespace."""
-        with netns.inside(self.ns[node]):
+        with inside(self.ns[node]):
             yield
 
     def in_node(self, node: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
