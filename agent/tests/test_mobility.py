@@ -312,6 +312,34 @@ class Walk:
         print(json.dumps(record))
         return record
 
+    def restart(self, which: str, move_to: str | None = None) -> dict:
+        """kill -9 one agent, optionally move while it is down, start it again, settle.
+
+        The kernel keeps forwarding while the agent is down; the restarted agent picks up
+        from its saved state (or, at home, has nothing to pick up)."""
+        agent = self.mn if which == "mn" else self.ha
+        frm, killed_at = self.link, time.time()
+        agent.kill9()
+        if move_to is not None and move_to != self.link:
+            self.topo.move("mn", move_to, flap=False)
+            self.link = move_to
+        time.sleep(0.5)
+        restarted_at = time.time()
+        agent.start()
+        took = self.settle(restarted_at, deadline=SETTLE + 4)
+        record = {
+            "kind": "restart",
+            "agent": which,
+            "from": frm,
+            "to": self.link,
+            "settle_after_restart_ms": round(took * 1000),
+            "gap_ms": round(self.stream.gap_since(killed_at)) if self.stream else None,
+            **self.tags,
+        }
+        self.log.append(record)
+        print(json.dumps(record))
+        return record
+
 
 @contextlib.contextmanager
 def walk(
@@ -517,9 +545,23 @@ def test_discovered_home_agent_leaving_home_twice(tmp_path: Path, kind: str) -> 
 # --- random walks ---------------------------------------------------------------------------
 
 
+# One random step: a move (weighted so that most steps are moves) or a kill -9 and restart of
+# either agent, at rest or with the node moving while its own agent is down.
+LINK_NAMES = ("home", "foreign1", "foreign2")
+MOVES = [("move", link, flap) for link in LINK_NAMES for flap in (True, False)]
+STEPS = [
+    *MOVES,
+    *MOVES,
+    ("restart", "mn", None),
+    ("restart", "ha", None),
+    *(("restart", "mn", link) for link in LINK_NAMES),
+]
+
+
 class RandomWalk(RuleBasedStateMachine):
-    """One topology, home agent and mobile node per run; random moves, invariants after each
-    settle (the HA's binding, the stream, the kernel, the reverse tunnel)."""
+    """One topology, home agent and mobile node per run; random moves and agent restarts,
+    invariants after each settle (the HA's binding, the stream, the kernel, the reverse
+    tunnel)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -533,24 +575,30 @@ class RandomWalk(RuleBasedStateMachine):
             shutil.rmtree(self._dir, ignore_errors=True)
             raise
 
-    @rule(link=st.sampled_from(["home", "foreign1", "foreign2"]), flap=st.booleans())
-    def move(self, link: str, flap: bool) -> None:
-        self.walk.move(link, "carrier" if flap else "no-carrier")
+    @rule(step=st.sampled_from(STEPS))
+    def step(self, step: tuple[str, str, object]) -> None:
+        kind, where, how = step
+        if kind == "move":
+            self.walk.move(where, "carrier" if how else "no-carrier")
+        else:
+            self.walk.restart(where, move_to=how if isinstance(how, str) else None)
 
     def teardown(self) -> None:
         try:
-            print(json.dumps({"random_walk_moves": len(self.walk.log)}))
+            moves = sum(1 for r in self.walk.log if r["kind"] != "restart")
+            print(json.dumps({"random_walk_moves": moves, "steps": len(self.walk.log)}))
             self._stack.close()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
 TestRandomWalk = RandomWalk.TestCase
-# Hypothesis runs the full step count but for a tiny chance: ~10 moves per walk. No
-# shrinking: each step is a real handover; the failing walk is printed as it ran.
+# Hypothesis runs the full step count but for a tiny chance: 14 steps per walk, about 11 of
+# them moves. No shrinking: each step is a real handover; the failing walk is printed as it
+# ran.
 TestRandomWalk.settings = settings(
     max_examples=3,
-    stateful_step_count=10,
+    stateful_step_count=14,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=list(HealthCheck),
