@@ -655,3 +655,58 @@ def test_leaving_a_link_drops_its_prefix_routes_even_with_a_slaac_home_address()
         assert {"2001:db8:2::/64", str(static.network)} <= dsts, routes
         left = {a.ip for a in _addresses(topo, NODE_IFNAME)}
         assert left == {topo.mn_address("foreign1"), static.ip}, left
+
+
+# --- a node with two interfaces ------------------------------------------------------------
+
+ETH1_MAC = "02:00:00:00:02:00"
+ETH1_SLAAC_ID = 0x00FF_FE00_0200  # modified EUI-64 of ETH1_MAC
+
+
+def test_two_interfaces_fail_over_go_home_and_leave_again(tmp_path: Path) -> None:
+    """eth0 on foreign1 and eth1 on foreign2, both watched: when eth0's link goes, the
+    binding moves to eth1's care-of address; eth0 on the home link makes the node home
+    (deregistered, whatever eth1 sees); eth0 away again registers again. The stream to the
+    home address flows after every step."""
+    config = mn_config(tmp_path / "mn", interfaces=[NODE_IFNAME, "eth1"])
+    with Topology(mn_link="foreign1", addressing="slaac", radvd=True, mn_dad=True) as topo:
+        topo._plug("mn", "eth1", "foreign2", mac=ETH1_MAC)
+        eth0_at = {name: LINKS[name].host(MN_SLAAC_ID) for name in ("foreign1", "foreign2")}
+        eth1_coa = str(LINKS["foreign2"].host(ETH1_SLAAC_ID))
+        ha_dir, mn_dir = tmp_path / "ha", tmp_path / "mn"
+        with (
+            AgentProcess(topo.ns["ha"], ha_dir, ha_config(ha_dir, dad=False)) as ha,
+            AgentProcess(topo.ns["mn"], mn_dir, config) as mn,
+        ):
+            home = IPv6Address(mn.call("bul")[0]["home_address"])
+            stream = Stream(topo, home)
+            try:
+
+                def settle(want: set[str | None], what: str) -> str | None:
+                    since, end = time.time(), time.monotonic() + SETTLE + 4
+                    while time.monotonic() < end:
+                        coa = binding_coa(ha, home)
+                        if coa in want and stream.flowing(since):
+                            return coa
+                        time.sleep(0.05)
+                    raise AssertionError(
+                        f"{what}: binding {binding_coa(ha, home)} (want one of {want}), "
+                        f"stream flowing {stream.flowing(since)}, bul {mn.call('bul')}"
+                    )
+
+                first = settle({str(eth0_at["foreign1"]), eth1_coa}, "registered at start")
+                print(json.dumps({"case": "two interfaces", "first_coa": first}))
+                # eth0's link goes away (carrier down): only eth1 is left
+                topo.ip("lan", "link", "set", f"mn-{NODE_IFNAME}", "down")
+                settle({eth1_coa}, "eth0 down: eth1's care-of address")
+                assert topo.ping("mn", CN_ADDRESS, source=home, deadline=5), "HoA -> CN via eth1"
+                # eth0 back, now on the home link: the node is home
+                topo.ip("lan", "link", "set", f"mn-{NODE_IFNAME}", "master", "home")
+                topo.ip("lan", "link", "set", f"mn-{NODE_IFNAME}", "up")
+                settle({None}, "eth0 at home: deregistered")
+                # eth0 leaves home for foreign1: registered again, from either interface
+                topo.move("mn", "foreign1", flap=False)
+                settle({str(eth0_at["foreign1"]), eth1_coa}, "eth0 away again")
+                assert topo.ping("mn", CN_ADDRESS, source=home, deadline=5), "HoA -> CN"
+            finally:
+                stream.close()
