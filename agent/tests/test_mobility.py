@@ -462,13 +462,16 @@ def test_move_matrix(tmp_path: Path, kind: str, transition: str) -> None:
         w.move(to, kind)
 
 
-@pytest.mark.parametrize("eager", [1, 2])
-def test_eager_movement_detection_without_carrier_change(tmp_path: Path, eager: int) -> None:
-    """eager_movement_detection 1 and 2 (docs/agent-config.md) on the same walk."""
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("eager", [0, 1, 2])
+def test_eager_movement_detection(tmp_path: Path, eager: int, kind: str) -> None:
+    """eager_movement_detection 0, 1 and 2 (docs/agent-config.md) on the same walk, with and
+    without carrier changes (2 may switch before reachability is confirmed: it must still
+    end where the node is, with nothing left of the links it passed)."""
     with walk(tmp_path, eager_movement_detection=eager) as w:
-        w.tags["case"] = f"eager {eager}"
-        for link in ("foreign2", "home", "foreign1", "foreign1"):
-            w.move(link, "no-carrier")
+        w.tags["case"] = f"eager {eager} {kind}"
+        for link in ("foreign2", "home", "foreign1", "foreign1", "home", "foreign2"):
+            w.move(link, kind)
 
 
 # --- restarts in the middle of a walk ------------------------------------------------------
