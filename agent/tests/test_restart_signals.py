@@ -1,0 +1,152 @@
+"""SIGTERM and SIGHUP while a restarted home agent reconciles the kernel with many saved
+bindings (RFC 6275 10.3.1 state kept across restarts; docs/security.md, "Restart").
+
+The kernel and the state directory get what a running agent leaves for N bindings (as in
+bench/ha_restart.py); the agent starts, and the signal comes as soon as its control socket
+answers, while ``status`` still says it is reconciling. A stop must end in bounded time
+without removing anything the saved bindings name; a reload must not disturb the
+reconciliation. Each case checks the kernel with ``ip`` and the state with a fresh
+BindingStore, not with the agent's own report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agents import AgentProcess
+from mip6agent.control.client import call
+from mip6agent.control.protocol import ControlError
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+from ha_rate import HA_ADDRESS, HOME_PREFIX, IFNAME, build_link, lab  # noqa: E402
+from ha_restart import seed_kernel, seed_state  # noqa: E402
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.long,
+]
+
+N = 30_000
+STOP_DEADLINE = 60.0  # seconds; a bound for the test, not a performance figure
+RECONCILED = re.compile(
+    r"reconciled bindings on \S+: (\d+) adopted, (\d+) added, (\d+) updated, (\d+) removed"
+)
+
+
+@pytest.fixture
+def seeded() -> Iterator[tuple[str, AgentProcess]]:
+    with lab() as the_lab:
+        ha, _lg = build_link(the_lab)
+        the_lab.sysctl(ha, "net.ipv6.route.max_size", str(4 * N))
+        directory = the_lab.directory / "agent"
+        seed_kernel(ha, N)
+        seed_state(directory / "state", N)
+        config = {
+            "role": "ha",
+            "authentication": "disabled",
+            "log_level": "info",
+            "home_agent": {
+                "interfaces": [IFNAME],
+                "home_prefixes": [str(HOME_PREFIX)],
+                "address": str(HA_ADDRESS),
+                "dad": False,
+            },
+        }
+        agent = AgentProcess(ha, directory, config)
+        the_lab.agents.append(agent)
+        yield ha, agent
+
+
+def _kernel_counts(ha: str) -> tuple[int, int]:
+    """(proto 86 routes in every table, proxy neighbour entries) in the HA's namespace."""
+
+    def ip(*args: str) -> int:
+        done = subprocess.run(
+            ["ip", "-n", ha, "-6", *args], capture_output=True, text=True, check=True
+        )
+        return len(done.stdout.splitlines())
+
+    return ip("route", "show", "table", "all", "proto", "86"), ip(
+        "neigh", "show", "proxy", "dev", IFNAME
+    )
+
+
+def _saved_rows(directory: Path) -> int:
+    from mip6agent.daemon.persistence import BindingStore
+
+    store = BindingStore(directory / "state")
+    try:
+        return len(store.load().bindings)
+    finally:
+        store.close()
+
+
+def _start_while_reconciling(agent: AgentProcess) -> None:
+    agent.start(wait=120, reconciled=False)
+    status = call(agent.socket, "status", timeout=5)
+    assert (status.get("restored") or {}).get("reconciled") is False, (
+        f"already reconciled when the control socket first answered: {status.get('restored')}"
+        f" (make N larger than {N} so that the signal comes during reconciliation)"
+    )
+
+
+def test_sigterm_while_reconciling_stops_and_keeps_every_binding(
+    seeded: tuple[str, AgentProcess],
+) -> None:
+    ha, agent = seeded
+    before = _kernel_counts(ha)
+    assert before == (2 * N, N), f"seeded kernel: {before}"
+    _start_while_reconciling(agent)
+    assert agent.proc is not None
+    stopped_at = time.monotonic()
+    agent.proc.send_signal(signal.SIGTERM)
+    rc = agent.proc.wait(timeout=STOP_DEADLINE)
+    took = time.monotonic() - stopped_at
+    print(f'{{"case": "sigterm while reconciling", "bindings": {N}, "stop_s": {took:.2f}}}')
+    assert rc == 0, agent.log.read_text()[-3000:]
+    assert _kernel_counts(ha) == before, "a stop during reconciliation removed state"
+    assert _saved_rows(agent.directory) == N
+    # The next start reconciles the same bindings: all adopted, nothing removed.
+    log_before = len(agent.log.read_text(errors="replace"))
+    agent.start(wait=180)
+    tail = agent.log.read_text(errors="replace")[log_before:]
+    match = RECONCILED.search(tail)
+    assert match, tail[-3000:]
+    assert tuple(map(int, match.groups())) == (N, 0, 0, 0), match.group(0)
+    assert agent.stop() == 0
+
+
+def test_sighup_while_reconciling_reloads_and_reconciliation_completes(
+    seeded: tuple[str, AgentProcess],
+) -> None:
+    ha, agent = seeded
+    _start_while_reconciling(agent)
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 180
+    restored: dict = {}
+    while time.monotonic() < end:
+        assert agent.proc.poll() is None, agent.log.read_text()[-3000:]
+        try:
+            restored = call(agent.socket, "status", timeout=5).get("restored") or {}
+        except ControlError:
+            restored = {}
+        if restored.get("reconciled"):
+            break
+        time.sleep(0.2)
+    log = agent.log.read_text(errors="replace")
+    assert "configuration reloaded" in log, log[-3000:]
+    match = RECONCILED.search(log)
+    assert restored.get("reconciled") and match, log[-3000:]
+    assert tuple(map(int, match.groups())) == (N, 0, 0, 0), match.group(0)
+    assert _kernel_counts(ha) == (2 * N, N)
+    assert agent.stop() == 0
