@@ -45,6 +45,7 @@ class AgentProcess:
         self.write_config()
         self.log = directory / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.environ: dict[str, str] = {}  # added to this process's environment at start
 
     def write_config(self) -> None:
         self.path.write_text(yaml.safe_dump(self.config))
@@ -67,6 +68,7 @@ class AgentProcess:
             ],
             stdout=handle,
             stderr=handle,
+            env={**os.environ, **self.environ},
         )
         handle.close()
         end = time.monotonic() + wait

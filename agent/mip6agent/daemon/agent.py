@@ -50,6 +50,7 @@ from .logthrottle import LogThrottle
 from .movement import InterfaceState, MovementWatcher
 from .persistence import BindingStore, StateStore
 from .restore import BindingJournal, reconcile_home_agent, reconcile_plan, restore_home_agent
+from .sdnotify import Notifier
 from .settings import (
     SettingsError,
     correspondent_settings,
@@ -67,6 +68,7 @@ ONE_ROLE = "the home agent and mobile node functions cannot be active on one hos
 SAVE_DELAY = 1.0  # seconds a lifetime-only change may wait before it is written
 KNOWN_SENDERS_DELAY = 0.2  # seconds binding changes are gathered into one nft batch
 SHUTDOWN_GRACE = 5.0  # seconds the actions already queued get to finish at SIGTERM
+STATUS_INTERVAL = 10.0  # seconds between systemd STATUS= updates without a watchdog
 INPUT_BATCH = 256  # received packets handled per turn of the event loop
 OTHER_BATCH = 32  # of which from unknown senders: the sockets are read again in between
 INPUT_QUEUE = 4096  # packets from unknown senders waiting; beyond it they are dropped
@@ -125,6 +127,7 @@ class Agent:
         self._timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.notifier = Notifier()
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -416,7 +419,42 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
         self._loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        await self._stop.wait()
+        supervision = asyncio.create_task(self._supervised())
+        try:
+            await self._stop.wait()
+        finally:
+            supervision.cancel()
+            self.notifier.notify(stopping=1, status="stopping")
+
+    async def _supervised(self) -> None:
+        """systemd (Type=notify): READY=1 once the kernel is reconciled, then STATUS= and,
+        with WatchdogSec=, WATCHDOG=1 from this loop: a stalled loop sends none."""
+        if not self.notifier.enabled:
+            return
+        if self._reconciling is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._reconciling)
+        self.notifier.notify(ready=1, status=self._status_line())
+        interval = self.notifier.watchdog_interval
+        while True:
+            await asyncio.sleep(interval or STATUS_INTERVAL)
+            if interval:
+                self.notifier.notify(watchdog=1, status=self._status_line())
+            else:
+                self.notifier.notify(status=self._status_line())
+
+    def _status_line(self) -> str:
+        core = self.core
+        if isinstance(core, HomeAgent):
+            count, what = len(core.cache), "bindings"
+        elif isinstance(core, MobileNode):
+            registered = sum(e.state == "registered" for e in core.entries.values())
+            count, what = registered, f"of {len(core.entries)} home addresses registered"
+        elif isinstance(core, Correspondent):
+            count, what = len(core.bindings), "correspondent bindings"
+        else:
+            return f"role {self.config.role}"
+        return f"role {self.config.role}, {count} {what}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -464,6 +502,7 @@ class Agent:
         if self.dataplane is not None:
             await self.kernel(self.dataplane.close)
         self._kernel.shutdown(wait=True)
+        self.notifier.close()
 
     # --- inputs into the core --------------------------------------------------------------
 
