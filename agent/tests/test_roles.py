@@ -1221,6 +1221,7 @@ SECTION_ROLES = {
     "home_agent": ("ha", ["ha"]),
     "mobile_node": ("mn", ["mn"]),
     "correspondent_node": ("cn", ["cn", "ha", "mn"]),
+    "metrics": ("agent_metrics", ["agent"]),
 }
 
 
@@ -1248,7 +1249,7 @@ def test_role_variables_map_one_to_one_onto_the_agent_schema() -> None:
                 expected = None if default == "null" else json.loads(default.strip("`"))
                 assert option.get("default") == expected, (role, variable, expected)
         seen.add(variable)
-    assert len(seen) == 7 + 17 + 13 + 2
+    assert len(seen) == 7 + 17 + 13 + 2 + 5
 
 
 def test_docs_list_every_variable() -> None:

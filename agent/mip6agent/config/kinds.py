@@ -65,6 +65,31 @@ class Address(Kind):
         return "IPv6 address"
 
 
+class ListenAddress(Kind):
+    """An IP address (IPv6 or IPv4) to bind a listening socket to: loopback, an address of
+    this host, or the unspecified address for all of them."""
+
+    def check(self, value: Any, path: str, line: int | None, ctx: Ctx) -> Any:
+        text = _text(value, "an IP address", "::1", path, line, ctx)
+        if text is INVALID:
+            return INVALID
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            ctx.error(path, f"{quote(text)} is not an IP address", line)
+            return INVALID
+        if addr.is_multicast or (isinstance(addr, IPv6Address) and addr.scope_id):
+            ctx.error(path, f"{quote(text)}: a multicast or zoned address cannot be bound", line)
+            return INVALID
+        return addr
+
+    def dump(self, value: Any) -> Any:
+        return str(value)
+
+    def describe(self) -> str:
+        return "IP address"
+
+
 class Prefix(Kind):
     """An IPv6 prefix ``address/length`` with the host bits zero."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from functools import cached_property
-from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,6 +189,15 @@ class CorrespondentNodeConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool
+    address: IPv4Address | IPv6Address
+    port: int
+    textfile: Path | None
+    interval: float
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     role: Role
     control_socket: Path
@@ -201,6 +210,7 @@ class AgentConfig:
     home_agent: HomeAgentConfig | None
     mobile_node: MobileNodeConfig | None
     correspondent_node: CorrespondentNodeConfig
+    metrics: MetricsConfig
     keys: Keys | None = field(default=None, repr=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
     source: str | None = field(default=None, compare=False)

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from ipaddress import IPv6Interface
+from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .keys import SPI_MAX, SPI_MIN, load_keys_checked
-from .kinds import AbsPath, Address, HostPrefix, IfName, Nai, Prefix, anycast_problem
+from .kinds import (
+    AbsPath,
+    Address,
+    HostPrefix,
+    IfName,
+    ListenAddress,
+    Nai,
+    Prefix,
+    anycast_problem,
+)
 from .model import (
     AgentConfig,
     CorrespondentNodeConfig,
     ForeignAddressConfig,
     HomeAddressConfig,
     HomeAgentConfig,
+    MetricsConfig,
     MobileNodeConfig,
 )
 from .walker import (
@@ -530,6 +540,63 @@ CORRESPONDENT_NODE = Section(
 )
 _CN_DEFAULT = CORRESPONDENT_NODE.check({}, "correspondent_node", None, Ctx())
 
+# --- metrics -----------------------------------------------------------------------------------
+
+METRICS_PORT = 9436
+
+
+def _check_metrics(v: SectionView) -> None:
+    textfile = v.values["textfile"] if v.ok("textfile") else None
+    if textfile is not None and textfile.suffix != ".prom":
+        v.error(
+            "textfile", "must end in .prom: node_exporter's textfile collector reads only those"
+        )
+
+
+METRICS = Section(
+    [
+        Field(
+            "enabled",
+            Bool(),
+            False,
+            doc="Serve Prometheus metrics over HTTP at address and port (path /metrics): the "
+            "mip6stat counters, bindings by state, the BU-to-BA time histogram, the data "
+            "plane and the config generation. No per-address labels.",
+            compat="—",
+        ),
+        Field(
+            "address",
+            ListenAddress(),
+            IPv6Address("::1"),
+            doc="Address the metrics endpoint listens on; loopback by default. The endpoint "
+            "has no authentication: expose it beyond loopback only to a trusted network.",
+            compat="—",
+        ),
+        Field(
+            "port", Int(1, 65535), METRICS_PORT, doc="TCP port of the metrics endpoint.", compat="—"
+        ),
+        Field(
+            "textfile",
+            Opt(AbsPath()),
+            None,
+            doc="Also (or instead) write the same metrics to this file every interval, for "
+            "node_exporter's textfile collector (a *.prom file in its directory; written "
+            "atomically). null: no file.",
+            compat="—",
+        ),
+        Field(
+            "interval",
+            Seconds(1, 3600),
+            15.0,
+            doc="Seconds between rewrites of textfile.",
+            compat="—",
+        ),
+    ],
+    build=MetricsConfig,
+    checks=[_check_metrics],
+)
+_METRICS_DEFAULT = METRICS.check({}, "metrics", None, Ctx())
+
 # --- top level -------------------------------------------------------------------------------
 
 
@@ -726,6 +793,14 @@ AGENT = Section(
             _CN_DEFAULT,
             doc="Correspondent node settings. Only role cn carries them out so far; with "
             "another role, route_optimization true gives a warning.",
+            compat="—",
+        ),
+        Field(
+            "metrics",
+            METRICS,
+            _METRICS_DEFAULT,
+            doc="Prometheus metrics: an HTTP endpoint, a textfile for node_exporter, or "
+            "both (docs/operations.md).",
             compat="—",
         ),
     ],

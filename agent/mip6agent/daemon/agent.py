@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
@@ -42,11 +43,12 @@ from ..io.transport import (
     TransportError,
     peek_binding_update,
 )
-from ..wire import parse_packet
+from ..wire import BindingUpdate, parse_packet
 from . import kernel
 from .correspondent_path import BACKEND as CN_BACKEND
 from .correspondent_path import CorrespondentPath
 from .logthrottle import LogThrottle
+from .metrics import Metrics, Snapshot
 from .movement import InterfaceState, MovementWatcher
 from .persistence import BindingStore, StateStore
 from .restore import BindingJournal, reconcile_home_agent, reconcile_plan, restore_home_agent
@@ -128,6 +130,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.notifier = Notifier()
+        self.metrics: Metrics | None = None
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -142,6 +145,10 @@ class Agent:
         problems = self._preflight()
         if problems:
             raise AgentError("; ".join(problems))
+        try:  # before the kernel too: a port in use must not cost a reconciliation
+            self._start_metrics()
+        except OSError as exc:
+            raise AgentError(f"metrics endpoint: {exc}") from None
         try:
             if self.config.role in ("ha", "mn"):
                 self.dataplane = await self.kernel(select_backend, self.config.dataplane)
@@ -177,6 +184,28 @@ class Agent:
             self._cn_poll = asyncio.create_task(self._poll_correspondent_use())
         self._reschedule()
         log.info("mip6agent %s started as %s", __version__, self.config.role)
+
+    def _start_metrics(self) -> None:
+        settings = self.config.metrics
+        if not settings.enabled and settings.textfile is None:
+            return
+        self.metrics = Metrics(self._loop, self._metrics_snapshot)
+        if settings.enabled:
+            self.metrics.serve(str(settings.address), settings.port)
+        if settings.textfile is not None:
+            self.metrics.write_every(settings.textfile, settings.interval)
+
+    async def _metrics_snapshot(self) -> Snapshot:
+        snap = Snapshot(counters=await self._cmd_counters(), status=await self._cmd_status())
+        core = self.core
+        if isinstance(core, HomeAgent):
+            recovered = sum(1 for b in core.cache if b.recovered)
+            snap.home_bindings = {"active": len(core.cache) - recovered, "recovered": recovered}
+        elif isinstance(core, MobileNode):
+            snap.bul = dict(collections.Counter(e.state for e in core.entries.values()))
+        elif isinstance(core, Correspondent):
+            snap.correspondent_bindings = len(core.bindings)
+        return snap
 
     def _start_reconcile(self) -> None:
         """HA: make the kernel match the restored cache while already serving.
@@ -503,6 +532,8 @@ class Agent:
             await self.kernel(self.dataplane.close)
         self._kernel.shutdown(wait=True)
         self.notifier.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     # --- inputs into the core --------------------------------------------------------------
 
@@ -572,7 +603,14 @@ class Agent:
             try:
                 # One batch per packet: a refresh's BA must not wait for another packet's
                 # kernel change (see _enqueue).
-                self._enqueue(core.receive(received.packet, time.time(), interface))
+                actions = core.receive(received.packet, time.time(), interface)
+                if (
+                    actions
+                    and self.metrics is not None
+                    and isinstance(received.packet.payload, BindingUpdate)
+                ):
+                    actions.append(_Answered(received.timestamp))
+                self._enqueue(actions)
             except Exception:  # one packet must never stop the agent
                 self.agent_counters["receive_failed"] += 1
                 log.exception("packet from %s not handled", received.src)
@@ -663,7 +701,10 @@ class Agent:
     async def _do(self, action: act.Action) -> None:
         transport, dataplane = self.transport, self.dataplane
         assert transport is not None
-        if isinstance(action, act.SendPacket):
+        if isinstance(action, _Answered):
+            if self.metrics is not None:
+                self.metrics.observe_bu(time.monotonic() - action.received)
+        elif isinstance(action, act.SendPacket):
             index = socket.if_nametoindex(action.interface) if action.interface else None
             transport.send(action.data, action.destination, index)
             if log.isEnabledFor(logging.DEBUG):
@@ -1174,8 +1215,17 @@ _CN_MESSAGE_COUNTERS = (
     "mh_out.brr",
 )
 
+
 # What a home agent's fast lane may carry out: nothing that waits for the kernel thread.
-_NO_KERNEL = (act.SendPacket, act.Log, act.StateChanged)
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """Last in the batch that answers a Binding Update: when carried out, the BU's time
+    from arrival (``time.monotonic()``, as the transport stamps it) goes to the metrics."""
+
+    received: float
+
+
+_NO_KERNEL = (act.SendPacket, act.Log, act.StateChanged, _Answered)
 
 
 def _binding_keys(batch: list) -> set[IPv6Address] | None:

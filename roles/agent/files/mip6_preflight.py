@@ -30,6 +30,7 @@ SECTION_VARIABLES = {
     "home_agent": "mip6_ha_",
     "mobile_node": "mip6_mn_",
     "correspondent_node": "mip6_cn_",
+    "metrics": "mip6_agent_metrics_",
 }
 _HEAD = re.compile(r"^([A-Za-z_]+)(.*)$")
 
