@@ -472,3 +472,25 @@ def test_binding_cache_reports_care_of_addresses_that_come_and_go() -> None:
     assert not cache.has_care_of(c1) and cache.care_of_addresses() == {c2}
     assert [b.home_address for b in cache.pop_expired(T0 + 61)] == [IPv6Address("2001:db8:1::101")]
     assert cache.take_care_of_changes() == {c2} and cache.care_of_addresses() == set()
+
+
+def test_registration_lines_carry_journal_fields() -> None:
+    """MIP6_HOA, MIP6_COA, MIP6_STATUS and MIP6_NAI for the lines operators search for."""
+
+    def fields(actions: list) -> list[dict]:
+        return [dict(a.fields) for a in actions if isinstance(a, act.Log) and a.fields]
+
+    ha = agent()
+    assert fields(ha.receive(bu_packet(1), T0)) == [
+        {"hoa": HOA, "coa": COA, "status": 0, "nai": NAI}
+    ]
+    assert fields(ha.receive(bu_packet(2, coa=COA2, now=T0 + 1), T0 + 1)) == [
+        {"hoa": HOA, "coa": COA2, "status": 0, "nai": NAI}
+    ]
+    refused = ha.receive(bu_packet(3, key=MobilityKey(1000, b"x" * 20), now=T0 + 2), T0 + 2)
+    assert fields(refused) == [
+        {"hoa": HOA, "coa": COA, "status": BAStatus.MIPV6_AUTH_FAIL, "nai": NAI}
+    ]
+    assert fields(ha.receive(bu_packet(4, 0, coa=HOA, now=T0 + 3), T0 + 3)) == [
+        {"hoa": HOA, "coa": COA2, "status": 0, "nai": NAI}
+    ]

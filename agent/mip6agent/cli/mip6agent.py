@@ -9,7 +9,7 @@ import sys
 
 from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
-from ..daemon import logthrottle
+from ..daemon import journal, logthrottle
 from ..daemon.agent import Agent, AgentError
 
 EXIT_OK = 0
@@ -46,11 +46,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mip6agent: warning: {warning}", file=sys.stderr)
         print(f"mip6agent: {args.config}: configuration is valid (role {config.role})")
         return EXIT_OK
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=config.effective_log_level.upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    if journal.wanted():
+        # Under systemd with stderr on the journal: entries with MIP6_* fields instead.
+        handler: logging.Handler = journal.JournalHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logging.basicConfig(level=config.effective_log_level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=config.effective_log_level.upper(),
+            format="%(levelname)s %(name)s: %(message)s",
+        )
     # pyroute2 logs every netlink message at debug level, which slows handovers down.
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
     # A flood must not fill the journal: each kind of line gets a burst per 10 s, then one

@@ -151,6 +151,8 @@ class Log:
     message: str
     kind: str | None = None
     args: tuple[object, ...] = ()
+    # Structured fields for the journal (MIP6_HOA=..., docs/operations.md): ("hoa", addr).
+    fields: tuple[tuple[str, object], ...] = ()
 
     @property
     def text(self) -> str:

@@ -239,7 +239,10 @@ class HomeAgent:
         for binding in self.cache.pop_expired(now):
             self.counters.add("binding_expired")
             out += self._unbound(binding)
-            out.append(act.Log("info", f"binding for {binding.home_address} expired"))
+            fields = _fields(binding.home_address, binding.care_of_address, None, binding.nai)
+            out.append(
+                act.Log("info", f"binding for {binding.home_address} expired", fields=fields)
+            )
             out.append(act.StateChanged("binding_cache", key=binding.home_address))
         self.home_agents.expire(now)
         return out
@@ -393,7 +396,13 @@ class HomeAgent:
         if problem is not None:
             self.counters.add("bu_bad_address")
             out.append(
-                act.Log("info", "BU for %s from %s: %s", "bu_address", (home, packet.src, problem))
+                act.Log(
+                    "info",
+                    "BU for %s from %s: %s",
+                    "bu_address",
+                    (home, packet.src, problem),
+                    _fields(home, coa, BAStatus.ADMINISTRATIVELY_PROHIBITED),
+                )
             )
             return out + self._reply(request, BAStatus.ADMINISTRATIVELY_PROHIBITED, now)
         if self.settings.authentication:
@@ -404,7 +413,8 @@ class HomeAgent:
                 if verdict.nai is not None and self.keys(verdict.nai) is not None:
                     self._auth_failures[verdict.nai] = now  # bounded by the keys
                 why = (home, coa, verdict.reason)
-                out.append(act.Log("warning", "BU for %s from %s: %s", "bu_auth", why))
+                fields = _fields(home, coa, verdict.status, verdict.nai)
+                out.append(act.Log("warning", "BU for %s from %s: %s", "bu_auth", why, fields))
                 return out + self._reply(request, verdict.status, now)
             assert verdict.nai is not None and verdict.timestamp is not None
             request.key = self.keys(verdict.nai)
@@ -414,7 +424,12 @@ class HomeAgent:
             if stale is not None:
                 self.counters.add("replay_rejected")
                 out.append(
-                    act.Log("warning", f"BU for {home} from {verdict.nai}: {stale}", "bu_replay")
+                    act.Log(
+                        "warning",
+                        f"BU for {home} from {verdict.nai}: {stale}",
+                        "bu_replay",
+                        fields=_fields(home, coa, BAStatus.MIPV6_ID_MISMATCH, verdict.nai),
+                    )
                 )
                 # Our own clock goes back so that the MN can resynchronise (RFC 4285 6.1).
                 request.timestamp = ntp_timestamp(now)
@@ -429,7 +444,8 @@ class HomeAgent:
         if request.key is not None and not request.key.authorizes(home):
             self.counters.add("unauthorized_home_address")
             text = f"BU for {home} from {request.nai}: not its home address"
-            out.append(act.Log("warning", text, "bu_authz"))
+            fields = _fields(home, coa, BAStatus.NOT_HOME_AGENT_FOR_MN, request.nai)
+            out.append(act.Log("warning", text, "bu_authz", fields=fields))
             return out + self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
         existing = self.cache.get(home)
         recovered = existing is not None and existing.recovered
@@ -571,11 +587,19 @@ class HomeAgent:
             if binding.link_local is not None:
                 out.append(act.AnnounceHomeAddress(binding.link_local, link.interface))
             out.append(
-                act.Log("info", f"registered {binding.home_address} at {binding.care_of_address}")
+                act.Log(
+                    "info",
+                    f"registered {binding.home_address} at {binding.care_of_address}",
+                    fields=_fields(binding.home_address, binding.care_of_address, 0, binding.nai),
+                )
             )
         elif moved:
             out.append(
-                act.Log("info", f"{binding.home_address} moved to {binding.care_of_address}")
+                act.Log(
+                    "info",
+                    f"{binding.home_address} moved to {binding.care_of_address}",
+                    fields=_fields(binding.home_address, binding.care_of_address, 0, binding.nai),
+                )
             )
         if not urgent:  # a refresh: batched, after the BA
             out.append(state)
@@ -588,7 +612,11 @@ class HomeAgent:
         out = [
             *self._unbound(existing),
             act.StateChanged("binding_cache", key=request.home_address),
-            act.Log("info", f"deregistered {request.home_address}"),
+            act.Log(
+                "info",
+                f"deregistered {request.home_address}",
+                fields=_fields(request.home_address, existing.care_of_address, 0, existing.nai),
+            ),
         ]
         return out + self._reply(request, BAStatus.ACCEPTED, now, lifetime_units=0)
 
@@ -778,3 +806,17 @@ class HomeAgent:
         mpa = MobilePrefixAdvertisement(request.identifier, 0, self._prefix_options(link))
         self.counters.add("mpa_out")
         return [self._send_to_mn(packet.dst, binding.care_of_address, home, mpa)]
+
+
+def _fields(
+    home: IPv6Address, coa: IPv6Address | None, status: int | None, nai: str | None = None
+) -> tuple[tuple[str, object], ...]:
+    """The journal fields of a registration line (MIP6_HOA, MIP6_COA, MIP6_STATUS, MIP6_NAI)."""
+    out: list[tuple[str, object]] = [("hoa", home)]
+    if coa is not None:
+        out.append(("coa", coa))
+    if status is not None:
+        out.append(("status", int(status)))
+    if nai is not None:
+        out.append(("nai", nai))
+    return tuple(out)

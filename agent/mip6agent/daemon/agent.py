@@ -710,7 +710,9 @@ class Agent:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("out %s", format_line(parse_packet(action.data), verbose=True))
         elif isinstance(action, act.Log):
-            extra = {"mip6_kind": action.kind} if action.kind else None
+            extra: dict[str, object] | None = None
+            if action.kind or action.fields:
+                extra = {"mip6_kind": action.kind, "mip6_fields": action.fields}
             level = logging.getLevelName(action.level.upper())
             if action.args:
                 log.log(level, action.message, *action.args, extra=extra)
