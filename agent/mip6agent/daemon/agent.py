@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config import AgentConfig, ConfigError, load_config, to_dict, validate_mapping
@@ -48,7 +48,6 @@ from . import kernel
 from .correspondent_path import BACKEND as CN_BACKEND
 from .correspondent_path import CorrespondentPath
 from .logthrottle import LogThrottle
-from .metrics import Metrics, Snapshot
 from .movement import InterfaceState, MovementWatcher
 from .persistence import BindingStore, StateStore
 from .restore import BindingJournal, reconcile_home_agent, reconcile_plan, restore_home_agent
@@ -62,6 +61,9 @@ from .settings import (
     key_lookup,
     mobile_node_settings,
 )
+
+if TYPE_CHECKING:  # prometheus-client is imported only when metrics are on
+    from .metrics import Metrics, Snapshot
 
 log = logging.getLogger("mip6agent")
 TABLES = {"ha": "binding_cache", "mn": "binding_update_list"}
@@ -189,6 +191,8 @@ class Agent:
         settings = self.config.metrics
         if not settings.enabled and settings.textfile is None:
             return
+        from .metrics import Metrics
+
         self.metrics = Metrics(self._loop, self._metrics_snapshot)
         if settings.enabled:
             self.metrics.serve(str(settings.address), settings.port)
@@ -196,6 +200,8 @@ class Agent:
             self.metrics.write_every(settings.textfile, settings.interval)
 
     async def _metrics_snapshot(self) -> Snapshot:
+        from .metrics import Snapshot
+
         snap = Snapshot(counters=await self._cmd_counters(), status=await self._cmd_status())
         core = self.core
         if isinstance(core, HomeAgent):
