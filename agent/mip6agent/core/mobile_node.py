@@ -7,6 +7,7 @@ router solicitations) and a next timer.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
@@ -17,8 +18,10 @@ from ..wire import (
     BindingRefreshAdvice,
     BindingRefreshRequest,
     BindingUpdate,
+    CareofTest,
     HAADReply,
     HAADRequest,
+    HomeTest,
     MessageIdentification,
     MobilePrefixAdvertisement,
     MobilityMessage,
@@ -31,8 +34,10 @@ from ..wire.addresses import home_agents_anycast
 from ..wire.constants import BU_FLAG_A, BU_FLAG_H, IPPROTO_MH, LIFETIME_UNIT, BAStatus
 from . import actions as act
 from .auth import MobilityKey, ntp_timestamp, protect, unix_seconds, verify
+from .correspondent_registration import CorrespondentRegistration, RouteOptimizationSettings
 from .counters import Counters
 from .ha_list import HomeAgentList
+from .return_routability import RandomBytes
 from .seqno import seq_add
 
 INITIAL_BINDACK_TIMEOUT_FIRST_REG = 1.5
@@ -69,6 +74,12 @@ class MobileNodeSettings:
     # 0: a router of another link is a candidate until the current link's routers are lost;
     # 1: lost after one missed advertisement; 2: switch to the other link's router at once.
     eager_movement_detection: int = 0
+    # Route optimisation (RFC 6275 11.6-11.7): with a correspondent in ``correspondents``,
+    # or one whose traffic the tunnel carried (note_traffic), never one in ``no_ro``.
+    route_optimization: bool = False
+    correspondents: tuple[IPv6Address, ...] = ()
+    no_route_optimization: tuple[IPv6Network, ...] = ()
+    ro: RouteOptimizationSettings = field(default_factory=RouteOptimizationSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +140,17 @@ class BULEntry:
 
 
 class MobileNode:
-    def __init__(self, settings: MobileNodeSettings, initial_sequence: int = 0) -> None:
+    def __init__(
+        self,
+        settings: MobileNodeSettings,
+        initial_sequence: int = 0,
+        random_bytes: RandomBytes = os.urandom,
+    ) -> None:
         self.settings = settings
         self.counters = Counters()
+        self._random = random_bytes
+        # The binding update list's correspondent entries, per (home address, correspondent).
+        self.correspondents: dict[tuple[IPv6Address, IPv6Address], CorrespondentRegistration] = {}
         self.home_agents = HomeAgentList()
         self.entries: dict[IPv6Address, BULEntry] = {}
         for spec in settings.home:
@@ -321,6 +340,9 @@ class MobileNode:
         entry.care_of_address, entry.interface = entry.home_address, interface
         entry.timeout = self.settings.initial_timeout
         out.append(act.Log("info", f"{entry.home_address}: back home, deregistering"))
+        for (home, _cn), registration in self.correspondents.items():
+            if home == entry.home_address:
+                out += registration.home(now)
         return out + self._send_bu(entry, now, 0)
 
     # --- DHAAD ---------------------------------------------------------------------------
@@ -361,6 +383,13 @@ class MobileNode:
         if not isinstance(payload, MobilityMessage):
             return []  # the wire layer gives MH packets a Mobility Header payload
         self.counters.received(payload.MH_TYPE)
+        for registration in self.correspondents.values():
+            # Before the home agent's entries: a correspondent's BA also carries an RH2.
+            if registration.wants(packet):
+                return registration.receive(packet, now)
+        if isinstance(payload, HomeTest | CareofTest):
+            self.counters.add("rr_unexpected")
+            return []
         rh2 = packet.routing_header_type2
         home = rh2.home_address if rh2 is not None else packet.dst
         entry = self.entries.get(home)
@@ -440,7 +469,7 @@ class MobileNode:
             out.append(act.Log("info", f"{entry.home_address} registered at {coa}"))
         # After the tunnel: traffic should not wait for the state file's fsync.
         out.append(act.StateChanged("binding_update_list"))
-        return out
+        return out + self._optimise(entry, now)
 
     def _resend(self, entry: BULEntry, now: float) -> list:
         lifetime = 0 if entry.state == "deregistering" else self.settings.lifetime
@@ -595,6 +624,10 @@ class MobileNode:
             self._fresh.add(interface)
             self.counters.add("rs_out")
             out.append(act.SendRouterSolicitation(interface))
+        for registration in self.correspondents.values():
+            due = registration.get_timer()
+            if due is not None and due <= now:
+                out += registration.handle_timer(now)
         for entry in self.entries.values():
             if entry.retransmit_at is not None and entry.retransmit_at <= now:
                 out += self._retransmit(entry, now)
@@ -643,6 +676,10 @@ class MobileNode:
         expiry = self.home_agents.next_expiry()
         if expiry is not None:
             times.append(expiry)
+        for registration in self.correspondents.values():
+            due = registration.get_timer()
+            if due is not None:
+                times.append(due)
         return min(times, default=None)
 
     # --- operator requests ---------------------------------------------------------------------
@@ -671,6 +708,9 @@ class MobileNode:
         """mip6config -x: tear down tunnels and forget registrations (the HA times them out)."""
         self.enabled = False
         out: list = []
+        for registration in self.correspondents.values():
+            out += registration.stop()
+        self.correspondents.clear()
         for entry in self.entries.values():
             out += self._drop(entry)
             entry.state, entry.care_of_address, entry.interface = "idle", None, None
@@ -685,6 +725,66 @@ class MobileNode:
             act.DetachTunnel(entry.home_address, entry.prefix, entry.home_interface, at_home=False),
             act.StateChanged("binding_update_list"),
         ]
+
+    # --- route optimisation (RFC 6275 11.6-11.7) ------------------------------------------
+
+    def wants_route_optimization(self, correspondent: IPv6Address) -> bool:
+        """Route optimisation is on and ``correspondent`` is not one we keep on the tunnel."""
+        if not self.settings.route_optimization:
+            return False
+        if correspondent.is_multicast or correspondent.is_link_local:
+            return False
+        if any(entry.home_agent == correspondent for entry in self.entries.values()):
+            return False  # the home agent is reached through the home registration
+        return not any(correspondent in net for net in self.settings.no_route_optimization)
+
+    def note_traffic(self, home: IPv6Address, correspondent: IPv6Address, now: float) -> list:
+        """The tunnel carried traffic between ``home`` and ``correspondent`` (the data path
+        saw it): optimise that route if we may (11.7.2 leaves the trigger to us)."""
+        entry = self.entries.get(home)
+        if entry is None or (home, correspondent) in self.correspondents:
+            return []
+        if not self.wants_route_optimization(correspondent):
+            return []
+        registration = self._registration(home, correspondent)
+        if entry.state != "registered" or entry.care_of_address is None:
+            return []
+        return registration.away(entry.care_of_address, now, entry.expires)
+
+    def _registration(
+        self, home: IPv6Address, correspondent: IPv6Address
+    ) -> CorrespondentRegistration:
+        key = (home, correspondent)
+        registration = self.correspondents.get(key)
+        if registration is None:
+            registration = CorrespondentRegistration(
+                home,
+                correspondent,
+                self._random,
+                self.settings.ro,
+                self.counters,
+                int.from_bytes(self._random(2), "big"),
+            )
+            self.correspondents[key] = registration
+        return registration
+
+    def _optimise(self, entry: BULEntry, now: float) -> list:
+        """After a home registration is accepted (first, handover or refresh): every wanted
+        correspondent runs (or keeps) return routability from this care-of address."""
+        coa = entry.care_of_address
+        if coa is None or coa == entry.home_address:
+            return []
+        out: list = []
+        for correspondent in self.settings.correspondents:
+            if self.wants_route_optimization(correspondent):
+                self._registration(entry.home_address, correspondent)
+        for (home, _cn), registration in self.correspondents.items():
+            if home == entry.home_address:
+                out += registration.away(coa, now, entry.expires)
+        return out
+
+    def correspondent_entries(self) -> list[dict[str, object]]:
+        return [r.to_dict() for r in self.correspondents.values()]
 
     def home_addresses(self) -> list[dict[str, object]]:
         return [

@@ -1,0 +1,200 @@
+"""The mobile node core's route optimisation, with a home agent core and a correspondent
+core, every packet encoded by its sender and parsed (checksums checked) for its receiver.
+
+What the tunnel does in the kernel is played by the harness: packets between the home
+address and the correspondent (HoTI, HoT) are handed over as they are. Every BU the node
+sends to the correspondent is checked with rr_reference (hashlib/hmac from the RFC 6275
+formulas), not with the agent's own functions.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address, IPv6Network
+
+import rr_reference as ref
+from mip6agent import wire
+from mip6agent.core import actions as act
+from mip6agent.core.correspondent import Correspondent, CorrespondentSettings
+from mip6agent.core.home_agent import HomeAgent, HomeAgentSettings, HomeLink
+from mip6agent.core.mobile_node import HomeAddressSpec, MobileNode, MobileNodeSettings
+from mip6agent.core.ratelimit import ReplyLimiter
+from rr_reference import CN, COA, COA2, HA, HOA, T0
+
+PREFIX = IPv6Network("2001:db8:1::/64")
+FOREIGN1, FOREIGN2 = IPv6Network("2001:db8:2::/64"), IPv6Network("2001:db8:3::/64")
+OTHER_CN = IPv6Address("2001:db8:5::9")
+
+
+class Net:
+    def __init__(self, cn_ro: bool = True, **mn: object) -> None:
+        options: dict[str, object] = {"route_optimization": True, "correspondents": (CN,)}
+        settings = MobileNodeSettings(
+            home=(HomeAddressSpec(HOA, PREFIX, "eth0", HA),),
+            interfaces=("eth0",),
+            authentication=False,
+            **{**options, **mn},  # type: ignore[arg-type]
+        )
+        self.mn = MobileNode(settings, 100, random_bytes=ref.Randomness(11))
+        self.ha = HomeAgent(
+            HomeAgentSettings(links=(HomeLink("home0", HA, (PREFIX,)),), dad=False,
+                              authentication=False),
+            keys=lambda nai: None,
+        )  # fmt: skip
+        self.cn = Correspondent(
+            settings=CorrespondentSettings(route_optimization=cn_ro),
+            random_bytes=ref.Randomness(3),
+            limiter=ReplyLimiter(1000, 10000),
+            test_limiter=ReplyLimiter(1000, 10000),
+        )
+        self.log: list[wire.Packet] = []
+        self.mn_actions: list = []
+        self.tokens: dict[str, bytes] = {}
+        self.checked = 0
+
+    def check_bu(self, packet: wire.Packet) -> None:
+        bu = packet.payload
+        if packet.dst != CN or not isinstance(bu, wire.BindingUpdate):
+            return
+        if bu.lifetime == 0:
+            key, care_of = ref.kbm(self.tokens["home"]), HOA
+        else:
+            key, care_of = ref.kbm(self.tokens["home"], self.tokens["careof"]), packet.src
+        assert ref.bad_ok(key, care_of, CN, packet.payload_bytes)
+        self.checked += 1
+
+    def deliver(self, actions: list, now: float, sender: str = "mn") -> None:
+        queue = [(a, sender) for a in actions]
+        while queue:
+            action, who = queue.pop(0)
+            if who == "mn":
+                self.mn_actions.append(action)
+            if not isinstance(action, act.SendPacket):
+                continue
+            packet = wire.parse_packet(action.data, check_checksum=True)
+            self.log.append(packet)
+            if isinstance(packet.payload, wire.HomeTest):
+                self.tokens["home"] = packet.payload.token
+            elif isinstance(packet.payload, wire.CareofTest):
+                self.tokens["careof"] = packet.payload.token
+            if who == "mn":
+                self.check_bu(packet)
+                target = self.ha if packet.dst == HA else self.cn
+                queue += [
+                    (a, "ha" if target is self.ha else "cn") for a in target.receive(packet, now)
+                ]
+            else:
+                queue += [(a, "mn") for a in self.mn.receive(packet, now, "eth0")]
+
+    def at(self, coa: IPv6Address, net: IPv6Network, now: float) -> None:
+        """The node moves to the link of ``coa`` (carrier down and up), is addressed there
+        and hears its router."""
+        self.deliver(self.mn.link_changed("eth0", False, now), now)
+        self.deliver(self.mn.link_changed("eth0", True, now), now)
+        ra = wire.RouterAdvertisement(
+            64, 0, 1800, 0, 0, [wire.PrefixInformation(64, 0xC0, 86400, 14400, net.network_address)]
+        )
+        router = IPv6Address("fe80::1")
+        data = wire.build_packet(router, IPv6Address("ff02::1"), ra, hop_limit=255)
+        self.deliver(self.mn.receive(wire.parse_packet(data), now, "eth0"), now)
+        self.deliver(self.mn.addresses_changed("eth0", [wire_interface(coa)], now), now)
+
+    def take(self) -> list[str]:
+        log, self.log = self.log, []
+        return [type(p.payload).__name__ for p in log]
+
+    def installed(self) -> list:
+        return [
+            a
+            for a in self.mn_actions
+            if isinstance(a, act.InstallCorrespondentBinding | act.RemoveCorrespondentBinding)
+        ]
+
+
+def wire_interface(address: IPv6Address):
+    from ipaddress import IPv6Interface
+
+    return IPv6Interface(f"{address}/64")
+
+
+def test_home_registration_then_return_routability_then_a_correspondent_binding() -> None:
+    net = Net()
+    net.at(COA, FOREIGN1, T0)
+    kinds = net.take()
+    assert kinds[:2] == ["BindingUpdate", "BindingAck"]  # the home registration first
+    assert kinds[2:] == ["HomeTestInit", "CareofTestInit", "HomeTest", "CareofTest",
+                         "BindingUpdate", "BindingAck"]  # fmt: skip
+    assert net.checked == 1
+    assert net.installed() == [act.InstallCorrespondentBinding(HOA, COA, CN)]
+    assert net.cn.bindings[(HOA, CN)].care_of_address == COA
+    [entry] = net.mn.correspondent_entries()
+    assert entry["state"] == "bound" and entry["care_of_address"] == str(COA)
+
+
+def test_handover_runs_only_the_care_of_test_again() -> None:
+    net = Net()
+    net.at(COA, FOREIGN1, T0)
+    net.take()
+    net.at(COA2, FOREIGN2, T0 + 5)
+    kinds = net.take()
+    assert "HomeTestInit" not in kinds, kinds  # the home token is still fresh
+    assert kinds.count("CareofTestInit") == 1
+    assert net.installed()[-1] == act.InstallCorrespondentBinding(HOA, COA2, CN)
+    assert net.cn.bindings[(HOA, CN)].care_of_address == COA2
+    assert net.checked == 2
+
+
+def test_return_home_deregisters_with_the_correspondent() -> None:
+    net = Net()
+    net.at(COA, FOREIGN1, T0)
+    net.take()
+    net.at(HOA, PREFIX, T0 + 5)
+    to_cn = [p for p in net.log if p.dst == CN and isinstance(p.payload, wire.BindingUpdate)]
+    kinds = net.take()
+    assert "CareofTestInit" not in kinds
+    assert [(p.src, p.payload.lifetime, p.home_address_option) for p in to_cn] == [(HOA, 0, None)]
+    assert net.installed()[-1] == act.RemoveCorrespondentBinding(HOA, CN)
+    assert (HOA, CN) not in net.cn.bindings
+    assert net.checked == 2  # the deregistration's BAD verified with the home token alone
+    assert net.mn.correspondent_entries()[0]["state"] == "idle"
+
+
+def test_correspondent_without_route_optimization_keeps_the_tunnel() -> None:
+    net = Net(cn_ro=False)
+    net.at(COA, FOREIGN1, T0)
+    kinds = net.take()
+    assert "BindingError" in kinds
+    assert kinds.count("BindingUpdate") == 1  # only the home registration
+    assert net.installed() == []
+    [entry] = net.mn.correspondent_entries()
+    assert entry["state"] == "held"
+
+
+def test_no_route_optimization_list_and_switch_off() -> None:
+    net = Net(no_route_optimization=(IPv6Network("2001:db8:4::/64"),))
+    net.at(COA, FOREIGN1, T0)
+    assert net.take() == ["BindingUpdate", "BindingAck"]
+    assert net.mn.correspondent_entries() == []
+    off = Net(route_optimization=False)
+    off.at(COA, FOREIGN1, T0)
+    assert off.take() == ["BindingUpdate", "BindingAck"]
+
+
+def test_traffic_seen_through_the_tunnel_starts_route_optimization() -> None:
+    net = Net(correspondents=())
+    net.at(COA, FOREIGN1, T0)
+    assert net.take() == ["BindingUpdate", "BindingAck"]
+    net.deliver(net.mn.note_traffic(HOA, OTHER_CN, T0 + 1), T0 + 1)
+    # (the harness's correspondent core answers for any address)
+    assert net.take() == ["HomeTestInit", "CareofTestInit", "HomeTest", "CareofTest",
+                          "BindingUpdate", "BindingAck"]  # fmt: skip
+    assert net.installed() == [act.InstallCorrespondentBinding(HOA, COA, OTHER_CN)]
+    assert net.mn.note_traffic(HOA, OTHER_CN, T0 + 1.5) == []  # already running
+    assert net.mn.note_traffic(HOA, HA, T0 + 2) == []  # never the home agent
+
+
+def test_stop_removes_every_correspondent_binding() -> None:
+    net = Net()
+    net.at(COA, FOREIGN1, T0)
+    out = net.mn.stop()
+    assert act.RemoveCorrespondentBinding(HOA, CN) in out
+    assert net.mn.correspondents == {}
