@@ -121,18 +121,36 @@ def test_commented_mobile_node_example_is_valid(tmp_path: Path, keys_file: Path)
     assert cfg.mobile_node is not None and not cfg.mobile_node.route_optimization
 
 
-def test_mobile_node_route_optimization_true_is_refused_until_it_is_built() -> None:
-    with pytest.raises(ConfigError, match="route_optimization: true is not supported yet"):
-        validate_mapping(
-            {
-                "role": "mn",
-                "authentication": "disabled",
-                "mobile_node": {
-                    "home_addresses": [{"address": "2001:db8:1::100/64", "interface": "eth0"}],
-                    "route_optimization": True,
-                },
-            }
+def _mn_ro(**mobile_node: object) -> dict:
+    return {
+        "role": "mn",
+        "authentication": "disabled",
+        "mobile_node": {
+            "home_addresses": [{"address": "2001:db8:1::100/64", "interface": "eth0"}],
+            "interfaces": ["eth0"],
+            **mobile_node,
+        },
+    }
+
+
+def test_mobile_node_route_optimization_needs_its_correspondents() -> None:
+    with pytest.raises(ConfigError, match="mobile_node.correspondents: route_optimization needs"):
+        validate_mapping(_mn_ro(route_optimization=True))
+    config = validate_mapping(
+        _mn_ro(
+            route_optimization=True,
+            correspondents=["2001:db8:4::9"],
+            no_route_optimization=["2001:db8:5::/64"],
+            bu_lifetime=200,
         )
+    )
+    assert config.mobile_node is not None
+    assert [str(c) for c in config.mobile_node.correspondents] == ["2001:db8:4::9"]
+    assert [str(n) for n in config.mobile_node.no_route_optimization] == ["2001:db8:5::/64"]
+    with pytest.raises(ConfigError, match="correspondents"):
+        validate_mapping(_mn_ro(route_optimization=True, correspondents=["fe80::1"]))
+    quiet = validate_mapping(_mn_ro(correspondents=["2001:db8:4::9"]))
+    assert any("no effect while route_optimization is false" in w for w in quiet.warnings)
 
 
 def _yaml(text: str) -> Any:

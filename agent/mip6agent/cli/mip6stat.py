@@ -55,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Shown with -u when the agent has them: the correspondent entries of the binding update
+# list (route optimisation).
+EXTRA = {"correspondents": ("bul", "binding update list, correspondents")}
+
+
 def _title(name: str) -> str:
+    if name in EXTRA:
+        return EXTRA[name][1]
     return "agent" if name == "status" else LISTS[name][1]
 
 
@@ -143,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         status = call(args.socket, "status")
         assert isinstance(status, dict)
         shown = selected or list(status.get("lists", LISTS))
+        for name, (with_list, _title_text) in EXTRA.items():
+            if with_list in shown and name not in shown and name in status.get("lists", ()):
+                shown.insert(shown.index(with_list) + 1, name)
         data: dict[str, object] = {}
         if args.info or not selected:
             data["status"] = _status_rows(status)

@@ -170,6 +170,8 @@ class MobileNodeConfig:
     home_registration_lifetime: float
     bu_lifetime: float
     route_optimization: bool
+    correspondents: tuple[IPv6Address, ...]
+    no_route_optimization: tuple[IPv6Network, ...]
     foreign_addresses: tuple[ForeignAddressConfig, ...]
     eager_movement_detection: int
     initial_bindack_timeout: float

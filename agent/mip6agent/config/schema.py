@@ -366,13 +366,16 @@ def _check_mobile_node(v: SectionView) -> None:
                 f"{bu:g} s exceeds home_registration_lifetime ({home:g} s); correspondent "
                 "bindings never outlive the home registration (RFC 6275 11.7.2)",
             )
-    if v.ok("route_optimization") and v.values["route_optimization"]:
-        v.error(
-            "route_optimization",
-            "true is not supported yet: the mobile node does not run return routability "
-            "yet, so every packet would still take the home agent tunnel (correspondent "
-            "nodes do route optimisation: correspondent_node.route_optimization); set false",
-        )
+    if v.ok("route_optimization", "correspondents") and v.values["route_optimization"]:
+        if not v.values["correspondents"]:
+            v.error(
+                "correspondents",
+                "route_optimization needs the correspondents to optimise the route with: "
+                "list their addresses (the mobile node does not pick correspondents from "
+                "its traffic yet)",
+            )
+    elif v.ok("correspondents") and v.values["correspondents"]:
+        v.warn("correspondents", "have no effect while route_optimization is false")
     if v.ok("initial_bindack_timeout", "max_bindack_timeout"):
         first, limit = v.values["initial_bindack_timeout"], v.values["max_bindack_timeout"]
         if first > limit:
@@ -456,10 +459,27 @@ MOBILE_NODE = Section(
             "route_optimization",
             Bool(),
             False,
-            doc="Run return routability and send Binding Updates to correspondent nodes. "
-            "false: all traffic goes through the home agent tunnel. true is refused for now: "
-            "the mobile node side of route optimisation is not built yet.",
+            doc="Run return routability and send Binding Updates to the correspondents "
+            "listed in correspondents, so that traffic with them goes direct (TC eBPF data "
+            "path; where it cannot run, the agent logs why and keeps the tunnel). false: "
+            "all traffic goes through the home agent tunnel.",
             compat="`-r 1|0`; `bu_to_cn 1|0`",
+        ),
+        Field(
+            "correspondents",
+            ListOf(Address(), unique=lambda x: x, noun="IPv6 addresses"),
+            (),
+            doc="Correspondent nodes to run route optimisation with, once registered with "
+            "the home agent. Required with route_optimization true.",
+            compat="—",
+        ),
+        Field(
+            "no_route_optimization",
+            ListOf(Prefix(), unique=lambda x: x, noun="IPv6 prefixes"),
+            (),
+            doc="Correspondents in these prefixes stay on the home agent tunnel even when "
+            "listed in correspondents.",
+            compat="—",
         ),
         Field(
             "foreign_addresses",

@@ -689,6 +689,13 @@ class MobileNode:
         self.settings = settings
         out: list = []
         wanted = {spec.address: spec for spec in settings.home}
+        for key, registration in list(self.correspondents.items()):
+            # Route optimisation switched off, or the peer no longer listed: the tunnel.
+            home, correspondent = key
+            listed = correspondent in settings.correspondents
+            if home not in wanted or not self.wants_route_optimization(correspondent) or not listed:
+                out += registration.stop()
+                del self.correspondents[key]
         for home in [h for h in self.entries if h not in wanted]:
             out += self._drop(self.entries.pop(home))
         for home, spec in wanted.items():

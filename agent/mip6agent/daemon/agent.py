@@ -35,6 +35,7 @@ from ..core.mobile_node import MobileNode, home_agents_anycast
 from ..dump.text import format_line
 from ..io import nft
 from ..io.dataplane import BackendUnavailableError, DataPlane, DataPlaneError, probe, select_backend
+from ..io.dataplane.base import DataPlaneConfig
 from ..io.transport import (
     BindingUpdatePeek,
     Gate,
@@ -48,6 +49,7 @@ from . import kernel
 from .correspondent_path import BACKEND as CN_BACKEND
 from .correspondent_path import CorrespondentPath
 from .logthrottle import LogThrottle
+from .mobile_path import MobilePath
 from .movement import InterfaceState, MovementWatcher
 from .persistence import BindingStore, StateStore
 from .restore import BindingJournal, reconcile_home_agent, reconcile_plan, restore_home_agent
@@ -102,6 +104,7 @@ class Agent:
         self.anycast: kernel.AnycastMembership | None = None
         # Correspondent node: the route-optimisation data path (TC eBPF) and its poller.
         self.cn_path: CorrespondentPath | None = None
+        self.mn_path: MobilePath | None = None
         self._cn_poll: asyncio.Task | None = None
         self.ha_enabled = True
         self._carrier_changes: dict[str, int] = {}
@@ -340,8 +343,13 @@ class Agent:
                     self.anycast.join(home_agents_anycast(prefix), link.interface)
             return HomeAgent(settings, key_lookup(self.config))
         if self.config.role == "mn":
+            ro = await self._mobile_path_started(self.config)
             settings = await self.kernel(
-                mobile_node_settings, self.config, kernel.addresses, kernel.interface_identifier
+                mobile_node_settings,
+                self.config,
+                kernel.addresses,
+                kernel.interface_identifier,
+                ro,
             )
             for ifname in settings.interfaces:
                 try:
@@ -373,6 +381,28 @@ class Agent:
                     path.reason,
                 )
         return correspondent_settings(config, path.active)
+
+    async def _mobile_path_started(self, config: AgentConfig) -> bool:
+        """MN: route optimisation only with a data path that can carry its bindings;
+        without one the reason is logged and every correspondent stays on the tunnel."""
+        mn = config.mobile_node
+        if mn is None or not mn.route_optimization:
+            return False
+        if self.mn_path is None:
+            pref = self.dataplane.config.mn_pref if self.dataplane else DataPlaneConfig().mn_pref
+            self.mn_path = MobilePath(pref)
+        if self.mn_path.active or await self.kernel(self.mn_path.start):
+            log.info("route optimisation on with %s", ", ".join(str(c) for c in mn.correspondents))
+            return True
+        log.error("route optimisation off, the tunnel carries everything: %s", self.mn_path.reason)
+        return False
+
+    async def _stop_mobile_path(self) -> None:
+        if self.mn_path is not None and self.mn_path.active:
+            try:
+                await self.kernel(self.mn_path.stop)
+            except Exception as exc:
+                log.error("route optimisation data path not removed: %s", exc)
 
     async def _stop_correspondent_path(self) -> None:
         if self.cn_path is not None and self.cn_path.active:
@@ -534,6 +564,7 @@ class Agent:
         with contextlib.suppress(nft.NftError):
             await self.kernel(nft.remove)
         await self._stop_correspondent_path()
+        await self._stop_mobile_path()
         if self.dataplane is not None:
             await self.kernel(self.dataplane.close)
         self._kernel.shutdown(wait=True)
@@ -799,6 +830,15 @@ class Agent:
             await self.kernel(
                 dataplane.mn_prepare, action.care_of_address, action.home_agent, action.interface
             )
+        elif isinstance(action, act.InstallCorrespondentBinding) and self.mn_path is not None:
+            await self.kernel(
+                self.mn_path.install,
+                action.home_address,
+                action.care_of_address,
+                action.correspondent,
+            )
+        elif isinstance(action, act.RemoveCorrespondentBinding) and self.mn_path is not None:
+            await self.kernel(self.mn_path.remove, action.home_address, action.correspondent)
         elif isinstance(action, act.InstallCorrespondentBinding):
             assert self.cn_path is not None
             await self.kernel(
@@ -872,8 +912,13 @@ class Agent:
                 changes["bindings_removed"] = sum(isinstance(a, act.RemoveBinding) for a in revoked)
                 self.feed(out + revoked)
             elif isinstance(self.core, MobileNode):
+                ro = await self._mobile_path_started(config)
                 settings = await self.kernel(
-                    mobile_node_settings, config, kernel.addresses, kernel.interface_identifier
+                    mobile_node_settings,
+                    config,
+                    kernel.addresses,
+                    kernel.interface_identifier,
+                    ro,
                 )
                 self.feed(self.core.reconfigure(settings, now))
             elif isinstance(self.core, Correspondent):
@@ -935,7 +980,8 @@ class Agent:
         if isinstance(self.core, HomeAgent):
             return ["bindings", "home-agents", "counters"]
         if isinstance(self.core, MobileNode):
-            return ["bul", "home-addresses", "home-agents", "counters"]
+            ro = ["correspondents"] if self.core.settings.route_optimization else []
+            return ["bul", *ro, "home-addresses", "home-agents", "counters"]
         return ["bindings", "counters"]
 
     async def _cmd_status(self) -> dict:
@@ -1125,6 +1171,27 @@ class Agent:
         elif isinstance(self.core, Correspondent):
             self.feed(self.core.stop(time.time()))
         return {"cleared": "bindings"}
+
+    async def _cmd_correspondents(self) -> list:
+        """MN: the binding update list's correspondent entries (return routability state),
+        each with its data-path entry (the care-of address in the eBPF map, or null)."""
+        core, path = self.core, self.mn_path
+        if not isinstance(core, MobileNode):
+            return []
+        entries = await self.kernel(path.bindings) if path is not None and path.active else {}
+        rows = []
+        for row in core.correspondent_entries():
+            found = entries.get(
+                (IPv6Address(str(row["home_address"])), IPv6Address(str(row["correspondent"])))
+            )
+            rows.append(
+                {
+                    **row,
+                    "dataplane": str(found.coa) if found else None,
+                    "packets": found.packets if found else 0,
+                }
+            )
+        return rows
 
     async def _cmd_bul(self) -> list:
         if isinstance(self.core, MobileNode):

@@ -9,6 +9,7 @@ from ..config import AgentConfig
 from ..config.model import Keys
 from ..core.auth import MobilityKey
 from ..core.correspondent import CorrespondentSettings
+from ..core.correspondent_registration import RouteOptimizationSettings
 from ..core.home_agent import HomeAgentSettings, HomeLink
 from ..core.mobile_node import HomeAddressSpec, MobileNodeSettings
 
@@ -108,7 +109,10 @@ def mobile_node_settings(
     config: AgentConfig,
     addresses: Callable[[str], list[IPv6Interface]],
     identifier: Callable[[str], int],
+    route_optimization: bool = True,
 ) -> MobileNodeSettings:
+    """``mobile_node``; ``route_optimization`` False when the data path cannot carry
+    correspondent bindings (the node then keeps every correspondent on the tunnel)."""
     mn = config.mobile_node
     assert mn is not None
     home: list[HomeAddressSpec] = []
@@ -150,6 +154,10 @@ def mobile_node_settings(
         max_timeout=mn.max_bindack_timeout,
         foreign_addresses=tuple(f.address.ip for f in mn.foreign_addresses),
         eager_movement_detection=mn.eager_movement_detection,
+        route_optimization=mn.route_optimization and route_optimization,
+        correspondents=mn.correspondents,
+        no_route_optimization=mn.no_route_optimization,
+        ro=RouteOptimizationSettings(lifetime=mn.bu_lifetime),
     )
 
 
