@@ -134,7 +134,7 @@ def _mn_ro(**mobile_node: object) -> dict:
 
 
 def test_mobile_node_route_optimization_needs_its_correspondents() -> None:
-    with pytest.raises(ConfigError, match="mobile_node.correspondents: route_optimization needs"):
+    with pytest.raises(ConfigError, match=r"mobile_node\.correspondents: route_optimization needs"):
         validate_mapping(_mn_ro(route_optimization=True))
     config = validate_mapping(
         _mn_ro(
