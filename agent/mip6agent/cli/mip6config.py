@@ -20,9 +20,9 @@ REJECTED = {
     "-u": "forwarding of site-local unicast: site-local addresses are deprecated (RFC 3879)",
     "-m": "forwarding of site-local multicast: site-local addresses are deprecated (RFC 3879)",
     "-p": "link-layer promiscuous mode: the home agent uses proxy Neighbor Discovery instead",
-    "-r": "route optimisation on/off: on a correspondent node set "
-    "correspondent_node.route_optimization in agent.yml and reload (mip6config does not "
-    "map it yet); the mobile node always tunnels through its home agent today",
+    "-r": "route optimisation on/off: set correspondent_node.route_optimization (a "
+    "correspondent node) or mobile_node.route_optimization with mobile_node.correspondents "
+    "(a mobile node) in agent.yml and reload; mip6config does not map it yet",
     "-q": "sending Binding Refresh Requests to mobile nodes: on a correspondent node set "
     "correspondent_node.binding_refresh_request_before in agent.yml and reload (mip6config "
     "does not map it yet); home registrations are refreshed by the mobile node",
