@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.long,
 ]
 
-N = 30_000
+N = 20_000
 STOP_DEADLINE = 60.0  # seconds; a bound for the test, not a performance figure
 RECONCILED = re.compile(
     r"reconciled bindings on \S+: (\d+) adopted, (\d+) added, (\d+) updated, (\d+) removed"
