@@ -19,6 +19,14 @@ Every method blocks (netlink, bpf(2), bpftool): the agent calls them on its kern
 - :meth:`used` reads the per-binding packet counters: the home addresses whose bindings
   carried packets since the last call (for ``Correspondent.note_use``).
 - :meth:`stop` removes filters, the clsact qdiscs added, programs, maps and pins.
+
+Backends, in this order: the TC eBPF programs when they load and attach; else, when the
+probe says ``mip6`` (a kernel with ``CONFIG_IPV6_MIP6``), the kernel's XFRM ro states of
+:mod:`mip6agent.io.dataplane.ro_xfrm` (no programs, interfaces or headroom routes: the
+kernel's XFRM bundle takes the Type 2 Routing Header off the path MTU itself; a start
+removes the states and policies a previous run left); else none, with ``reason`` naming
+why each was refused, and the agent keeps mobile nodes on the tunnel. ``backend`` names
+the one running.
 """
 
 from __future__ import annotations
@@ -30,12 +38,14 @@ from ipaddress import IPv6Address
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..io.dataplane import ro_bpf
+from ..io.dataplane import ro_bpf, ro_xfrm
 from ..io.dataplane.ro_bpf import RoBpf, RoBpfError
+from ..io.dataplane.ro_xfrm import RoXfrm, RoXfrmError
 
 log = logging.getLogger("mip6agent")
 ARPHRD_ETHER = 1
 BACKEND = "tc-ebpf"
+BACKEND_XFRM = "xfrm-ro"
 RTPROT_MIP6_RO = 87  # the correspondent's headroom routes (the home agent's are 86)
 _RTAX_MTU = 2
 
@@ -47,7 +57,8 @@ class CorrespondentPathError(Exception):
 class CorrespondentPath:
     def __init__(self, instance: str = "default") -> None:
         self.instance = instance
-        self.ro: RoBpf | None = None
+        self.ro: RoBpf | RoXfrm | None = None
+        self.backend: str | None = None  # BACKEND or BACKEND_XFRM while running
         self.reason: str | None = None  # why the data path is not running
         self.attached: set[str] = set()
         self._packets: dict[tuple[IPv6Address, IPv6Address], int] = {}
@@ -57,9 +68,39 @@ class CorrespondentPath:
         return self.ro is not None
 
     def start(self) -> bool:
-        """Probe, load, clear the maps and attach; False (with ``reason``) if unavailable."""
+        """eBPF if it starts, else XFRM ro if the kernel has MIP6; False (with ``reason``)."""
         if self.ro is not None:
             return True
+        if self._start_bpf():
+            self.backend = BACKEND
+            return True
+        bpf_reason = self.reason
+        if self._start_xfrm():
+            log.info("route optimisation with kernel MIP6 XFRM ro states: %s", bpf_reason)
+            self.backend = BACKEND_XFRM
+            return True
+        self.reason = f"{bpf_reason}; {self.reason}"
+        return False
+
+    def _start_xfrm(self) -> bool:
+        try:
+            ok, reason = ro_xfrm.available()
+        except (OSError, NetlinkError) as exc:
+            ok, reason = False, f"probe failed: {exc}"
+        if not ok:
+            self.reason = f"XFRM ro data path unavailable: {reason}"
+            return False
+        ro = RoXfrm()
+        try:
+            ro.close()  # what a previous run left
+        except (RoXfrmError, OSError) as exc:
+            self.reason = f"XFRM ro data path failed to start: {exc}"
+            return False
+        self.ro, self.reason = ro, None
+        self._packets.clear()
+        return True
+
+    def _start_bpf(self) -> bool:
         ok, reason = ro_bpf.available()
         if not ok:
             self.reason = f"TC eBPF data path unavailable: {reason}"
@@ -91,14 +132,17 @@ class CorrespondentPath:
 
     def stop(self) -> None:
         ro, self.ro = self.ro, None
+        self.backend = None
         self.attached.clear()
         self._packets.clear()
-        if ro is not None:
+        if isinstance(ro, RoXfrm):
+            ro.close()
+        elif ro is not None:
             with IPRoute() as ipr:
                 _flush_headroom(ipr)
             ro.detach()
 
-    def _need(self) -> RoBpf:
+    def _need(self) -> RoBpf | RoXfrm:
         if self.ro is None:
             raise CorrespondentPathError(self.reason or "the route-optimisation data path is off")
         return self.ro
@@ -128,14 +172,17 @@ class CorrespondentPath:
         self, home_address: IPv6Address, care_of_address: IPv6Address, correspondent: IPv6Address
     ) -> None:
         ro = self._need()
-        self._attach_routes(ro, home_address, care_of_address)
-        self._headroom(home_address)
+        if isinstance(ro, RoBpf):
+            self._attach_routes(ro, home_address, care_of_address)
+            self._headroom(home_address)
         ro.add_binding("cn", correspondent, home_address, care_of_address)
 
     def remove(self, home_address: IPv6Address, correspondent: IPv6Address) -> None:
         self._packets.pop((correspondent, home_address), None)
         if self.ro is not None:
             self.ro.remove_binding("cn", correspondent, home_address)
+            if isinstance(self.ro, RoXfrm):
+                return
             if not any(b.home == home_address for b in self.ro.bindings("cn")):
                 with IPRoute() as ipr, contextlib.suppress(NetlinkError):
                     ipr.route("del", dst=f"{home_address}/128", proto=RTPROT_MIP6_RO)
