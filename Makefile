@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd systemd shellcheck clang llvm libbpf-dev bpftool iperf3
+APT_PACKAGES := tshark radvd nftables iproute2 strongswan-swanctl charon-systemd systemd shellcheck clang llvm libbpf-dev bpftool iperf3 chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: test test-setup-venvs test-setup-lab test-lab-lane test-check-lane lint format unit \

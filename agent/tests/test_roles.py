@@ -1113,6 +1113,10 @@ def test_stats_playbook_writes_the_report(background: Background, work: Path) ->
     report = json.loads((tmp_path / "report/mip6-stats.json").read_text())
     assert sorted(report["hosts"]) == ["cn1", "ha1", "mn1", "mn2"]
     assert all("error" in v for v in report["hosts"].values())
+    page = (tmp_path / "report/mip6-fleet.html").read_text()
+    assert '<span id="answered">0</span>' in page and '<span id="silent-count">4</span>' in page
+    for host in ("cn1", "ha1", "mn1", "mn2"):
+        assert f'<tr class="silent" data-host="{host}">' in page, host
     table = (tmp_path / "report/mip6-stats.txt").read_text().splitlines()
     assert table[1].split() == [
         "HOST",

@@ -72,6 +72,10 @@ def _status_rows(status: dict) -> dict:
     ``route_optimization.<field>`` keys."""
     nested = ("lists", "last_reload", "restored", "route_optimization")
     rows = {k: v for k, v in status.items() if k not in nested}
+    if isinstance(rows.get("last_errors"), list):
+        rows["last_errors"] = "; ".join(
+            str(e.get("message")) if isinstance(e, dict) else str(e) for e in rows["last_errors"]
+        )
     for group in nested[1:]:
         for key, value in (status.get(group) or {}).items():
             shown = "; ".join(map(str, value)) if isinstance(value, list) else value

@@ -135,6 +135,8 @@ class Agent:
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.notifier = Notifier()
+        self.errors = RecentErrors()
+        logging.getLogger("mip6agent").addHandler(self.errors)
         self.metrics: Metrics | None = None
 
     # --- life cycle ---------------------------------------------------------------------
@@ -569,6 +571,7 @@ class Agent:
             await self.kernel(self.dataplane.close)
         self._kernel.shutdown(wait=True)
         self.notifier.close()
+        logging.getLogger("mip6agent").removeHandler(self.errors)
         if self.metrics is not None:
             self.metrics.close()
 
@@ -1000,6 +1003,7 @@ class Agent:
             "tasks": len(asyncio.all_tasks()),
             "input_queued": len(self._urgent_input) + len(self._other_input),
             "restored": self.restored,
+            "last_errors": self.errors.lines(),
             **self._correspondent_status(),
         }
 
@@ -1292,6 +1296,24 @@ _CN_MESSAGE_COUNTERS = (
 
 
 # What a home agent's fast lane may carry out: nothing that waits for the kernel thread.
+class RecentErrors(logging.Handler):
+    """The last error lines, for status (the fleet report shows them)."""
+
+    def __init__(self, keep: int = 5) -> None:
+        super().__init__(logging.ERROR)
+        self._lines: collections.deque[dict[str, object]] = collections.deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format must not break logging
+            message = str(record.msg)
+        self._lines.append({"time": round(record.created, 3), "message": message[:300]})
+
+    def lines(self) -> list[dict[str, object]]:
+        return list(self._lines)
+
+
 @dataclass(frozen=True, slots=True)
 class _Answered:
     """Last in the batch that answers a Binding Update: when carried out, the BU's time
