@@ -20,6 +20,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -240,3 +241,29 @@ def test_binding_on_the_wire_and_removed(topo, tmp_path):
     send_udp(NS_CN, HOME, 1)
     _stop(proc)
     assert not _decode(pcap, "ipv6.routing.type == 2")
+
+
+def _cn_path(script: str) -> str:
+    """Run ``script`` with a CorrespondentPath ``path`` in the CN namespace, eBPF refused
+    (so that the choice falls to XFRM whatever this machine can compile)."""
+    code = (
+        "import sys\n"
+        "from ipaddress import IPv6Address as A\n"
+        "from mip6agent.daemon import correspondent_path as cp\n"
+        "cp.ro_bpf.available = lambda: (False, 'refused by the test')\n"
+        "path = cp.CorrespondentPath()\n"
+        "print('started', path.start(), path.backend, path.reason)\n" + script
+    )
+    return nsx(NS_CN, sys.executable, "-c", code)
+
+
+def test_correspondent_path_falls_back_to_xfrm_and_restart_clears(topo):
+    out = _cn_path(f"path.install(A('{HOME}'), A('{COA}'), A('{CN}'))\n")
+    assert out.splitlines()[0] == "started True xfrm-ro None", out
+    states = sh("ip", "-n", NS_CN, "xfrm", "state", "list")
+    assert states.count("mode ro") == 2 and states.count(f"coa {COA}") == 2, states
+    # A new agent starting finds the states the previous one left and removes them.
+    out = _cn_path("print('bindings', len(path.bindings()))\npath.stop()\n")
+    assert out.splitlines() == ["started True xfrm-ro None", "bindings 0"], out
+    assert "mode ro" not in sh("ip", "-n", NS_CN, "xfrm", "state", "list")
+    assert str(HOME) not in sh("ip", "-n", NS_CN, "xfrm", "policy", "list")
