@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 
-from .protocol import MAX_LINE, ControlError, decode_reply, encode_request
+from .protocol import MAX_LINE, Arguments, ControlError, decode_reply, encode_request
 
 
-def call(path: str, command: str, args: dict | None = None, timeout: float = 10.0) -> object:
+def call(path: str, command: str, args: Arguments | None = None, timeout: float = 10.0) -> object:
     """Send one request and return its result, or raise ControlError with a clear message."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

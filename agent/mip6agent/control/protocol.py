@@ -8,6 +8,7 @@ collection's module_utils speaks the same format without importing this package.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 MAX_LINE = 1 << 20
 # Deepest nesting of arrays and objects a request may have (the request object is level 1).
@@ -100,15 +101,19 @@ _TYPE_NAMES = {
 }
 
 
+Arguments = dict[str, object]
+"""A request's ``args``: a decoded JSON object."""
+
+
 class ControlError(Exception):
     """A failed request; the message is for the operator."""
 
 
-def encode_request(command: str, args: dict | None = None) -> bytes:
+def encode_request(command: str, args: Arguments | None = None) -> bytes:
     return json.dumps({"command": command, "args": args or {}}).encode() + b"\n"
 
 
-def decode_request(line: bytes) -> tuple[str, dict]:
+def decode_request(line: bytes) -> tuple[str, Arguments]:
     try:
         data = json.loads(line)
     except RecursionError:
@@ -128,9 +133,10 @@ def decode_request(line: bytes) -> tuple[str, dict]:
 
 def _depth_exceeds(data: object, limit: int) -> bool:
     """Whether arrays and objects in ``data`` nest deeper than ``limit`` (no recursion)."""
-    stack = [(data, 1)]
+    stack: list[tuple[object, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
+        children: Iterable[object]
         if isinstance(value, dict):
             children = value.values()
         elif isinstance(value, list):
@@ -167,7 +173,7 @@ def describe_value(value: object) -> str:
     return type(value).__name__
 
 
-def check_arguments(command: str, args: dict) -> None:
+def check_arguments(command: str, args: Arguments) -> None:
     """Refuse ``args`` unless they fit the command's declared :data:`ARGUMENTS`."""
     declared = ARGUMENTS.get(command)
     if declared is None:

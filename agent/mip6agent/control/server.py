@@ -12,6 +12,7 @@ from pathlib import Path
 from .protocol import (
     COMMANDS,
     MAX_LINE,
+    Arguments,
     ControlError,
     check_arguments,
     decode_request,
@@ -19,7 +20,7 @@ from .protocol import (
 )
 
 log = logging.getLogger("mip6agent.control")
-Handler = Callable[[str, dict], Awaitable[object]]
+Handler = Callable[[str, Arguments], Awaitable[object]]
 
 MAX_CONNECTIONS = 32
 IDLE_TIMEOUT = 30.0

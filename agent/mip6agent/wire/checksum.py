@@ -12,7 +12,8 @@ def internet_checksum(data: bytes) -> int:
     """One's complement of the one's complement sum of ``data`` (network order)."""
     if len(data) & 1:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    words: tuple[int, ...] = struct.unpack(f"!{len(data) // 2}H", data)
+    total = sum(words)
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
