@@ -374,7 +374,7 @@ class Agent:
             if await self.kernel(path.start):
                 log.info(
                     "route optimisation on: %s programs on %s",
-                    CN_BACKEND,
+                    path.backend or CN_BACKEND,
                     ", ".join(sorted(path.attached)) or "no interface yet",
                 )
             else:
@@ -1011,7 +1011,7 @@ class Agent:
         if self.dataplane is not None:
             return self.dataplane.name
         if self.cn_path is not None and self.cn_path.active:
-            return CN_BACKEND
+            return self.cn_path.backend or CN_BACKEND
         return None
 
     def _correspondent_status(self) -> dict:
