@@ -7,7 +7,8 @@ from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Any
 
-from ..wire.addresses import anycast_problem, unicast_problem
+from ..wire.addresses import anycast_problem as anycast_problem
+from ..wire.addresses import unicast_problem
 from .walker import INVALID, Ctx, Kind, describe, describe_type, quote
 
 # Linux IFNAMSIZ is 16 including the terminating NUL.

@@ -946,7 +946,7 @@ def _default_text(field: Field) -> str:
 
 
 def _rows(section: Section, prefix: str) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, field in section.fields.items():
         key = f"{prefix}{name}"
         inner = field.kind.inner if isinstance(field.kind, Opt) else field.kind

@@ -122,8 +122,8 @@ def _value(kw: _Keyword, name: str, arg: str | None, line: int, ctx: Ctx) -> Any
             return INVALID
         return arg == "1" if kw.argument == "flag" else int(arg)
     if arg is None:
-        form = {"spec": _HOMEADDR_FORM if name == "homeaddr" else _COADDR_FORM}
-        shown = form.get(kw.argument, "<prefix>/<plen>" if kw.argument == "prefix" else "N")
+        forms = {"spec": _HOMEADDR_FORM if name == "homeaddr" else _COADDR_FORM}
+        shown = forms.get(kw.argument, "<prefix>/<plen>" if kw.argument == "prefix" else "N")
         ctx.error(name, f"needs an argument: {name} {shown}", line)
         return INVALID
     if kw.argument == "spec":

@@ -425,8 +425,8 @@ class Section(Kind):
             hint = suggest(key, self.fields)
         ctx.error(join(path, key), f"unknown key{hint}", line)
 
-    def dump(self, value: Any) -> Any:
-        out = {}
+    def dump(self, value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for name, field in self.fields.items():
             v = value[name] if isinstance(value, Mapping) else getattr(value, name)
             if field.omit is not None and field.omit(v):

@@ -11,14 +11,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-from yaml.constructor import ConstructorError
+# PyYAML ships no annotations and types-PyYAML is not in the dev requirements.
+import yaml  # type: ignore[import-untyped]
+from yaml.constructor import ConstructorError  # type: ignore[import-untyped]
 
 from .errors import Problem
 from .walker import may_be_secret
 
 
-class LineMap(dict):
+class LineMap(dict[object, object]):
     """A mapping that remembers the line of each key (1-based)."""
 
     __slots__ = ("lines",)
@@ -28,7 +29,7 @@ class LineMap(dict):
         self.lines: dict[Any, int] = {}
 
 
-class LineList(list):
+class LineList(list[object]):
     """A list that remembers the line of each item (1-based)."""
 
     __slots__ = ("lines",)
@@ -38,7 +39,7 @@ class LineList(list):
         self.lines: list[int] = []
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # SafeLoader is Any without stubs
     # Replaces, not extends, PyYAML's YAML 1.1 table.
     yaml_implicit_resolvers: dict[Any, Any] = {}
 
