@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ipaddress import IPv6Address, IPv6Network
 
+import pytest
 import rr_reference as ref
 from mip6agent import wire
 from mip6agent.core import actions as act
@@ -198,3 +199,45 @@ def test_stop_removes_every_correspondent_binding() -> None:
     out = net.mn.stop()
     assert act.RemoveCorrespondentBinding(HOA, CN) in out
     assert net.mn.correspondents == {}
+
+
+class RefusingNet(Net):
+    """The correspondent answers the first Binding Update with ``status`` (the harness
+    builds that BA: the correspondent core would not expire a nonce this early)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status: int | None = status
+        real = self.cn.receive
+
+        def receive(packet: wire.Packet, now: float) -> list:
+            bu = packet.payload
+            if self.status is None or not isinstance(bu, wire.BindingUpdate):
+                return real(packet, now)
+            ba = wire.BindingAck(self.status, 0, bu.sequence, 0)
+            self.status = None
+            data = wire.build_packet(CN, packet.src, ba, routing_home_address=HOA)
+            return [act.SendPacket(data, packet.src)]
+
+        self.cn.receive = receive  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    ("status", "again"),
+    [
+        (wire.BAStatus.EXPIRED_HOME_NONCE_INDEX, ["HomeTestInit"]),
+        (wire.BAStatus.EXPIRED_COA_NONCE_INDEX, ["CareofTestInit"]),
+        (wire.BAStatus.EXPIRED_NONCES, ["HomeTestInit", "CareofTestInit"]),
+    ],
+)
+def test_expired_nonce_ba_restarts_only_the_tests_it_names(status: int, again: list) -> None:
+    net = RefusingNet(int(status))
+    net.at(COA, FOREIGN1, T0)
+    kinds = net.take()
+    acks = [i for i, k in enumerate(kinds) if k == "BindingAck"]
+    assert len(acks) == 3, repr(kinds)  # home registration, the refusal, the binding
+    between = kinds[acks[1] + 1 : acks[2]]
+    assert [k for k in between if k.endswith("Init")] == again, kinds
+    assert between[-1] == "BindingUpdate"
+    assert net.installed() == [act.InstallCorrespondentBinding(HOA, COA, CN)]
+    assert net.cn.bindings[(HOA, CN)].care_of_address == COA
