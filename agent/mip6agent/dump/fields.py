@@ -13,8 +13,10 @@ from __future__ import annotations
 import socket
 from collections import defaultdict
 from ipaddress import IPv6Address
+from typing import assert_never
 
 from ..wire import (
+    MOBILITY_MESSAGE_TYPES,
     AdvertisementInterval,
     AlternateCareofAddress,
     BindingAck,
@@ -35,7 +37,10 @@ from ..wire import (
     MobileNodeIdentifier,
     MobilePrefixAdvertisement,
     MobilePrefixSolicitation,
+    MobilityMessage,
+    MobilityOption,
     MTUOption,
+    NDOption,
     NeighborAdvertisement,
     NeighborSolicitation,
     NonceIndices,
@@ -122,7 +127,7 @@ _NA_FLAGS = {
 }
 
 
-def _mobility_options(out: Fields, options: list) -> None:
+def _mobility_options(out: Fields, options: list[MobilityOption]) -> None:
     for option in options:
         if isinstance(option, BindingRefreshAdvice):
             out["mip6.bra.interval"].append(str(option.interval))
@@ -144,48 +149,49 @@ def _mobility_options(out: Fields, options: list) -> None:
             out["mip6.mseg_id.timestamp"].append(_hex(option.timestamp, 8))
 
 
-def _mobility(out: Fields, packet: Packet) -> None:
-    raw = packet.payload_bytes
+def _mobility(out: Fields, raw: bytes, msg: MobilityMessage) -> None:
     out["mip6.proto"].append(str(raw[0]))
     out["mip6.hlen"].append(str(raw[1]))
     out["mip6.mhtype"].append(str(raw[2]))
     out["mip6.reserved"].append(_hex(raw[3], 1))
     out["mip6.csum"].append(_hex(int.from_bytes(raw[4:6], "big"), 2))
-    msg = packet.payload
-    if isinstance(msg, BindingUpdate):
-        out["mip6.bu.seqnr"].append(str(msg.sequence))
-        _flags(out, msg.flags, _BU_FLAGS)
-        out["mip6.bu.lifetime"].append(str(msg.lifetime))
-    elif isinstance(msg, BindingAck):
-        out["mip6.ba.status"].append(str(msg.status))
-        _flags(out, msg.flags, _BA_FLAGS)
-        out["mip6.ba.seqnr"].append(str(msg.sequence))
-        out["mip6.ba.lifetime"].append(str(msg.lifetime))
-    elif isinstance(msg, BindingError):
-        out["mip6.be.status"].append(str(msg.status))
-        out["mip6.be.haddr"].append(addr(msg.home_address))
-    elif isinstance(msg, BindingRefreshRequest):
-        out["mip6.binding_refresh_request"].append(raw[6:8].hex())
-    elif isinstance(msg, HomeTestInit):
-        out["mip6.hoti.cookie"].append("0x" + msg.cookie.hex())
-    elif isinstance(msg, CareofTestInit):
-        out["mip6.coti.cookie"].append("0x" + msg.cookie.hex())
-    elif isinstance(msg, HomeTest):
-        out["mip6.hot.nindex"].append(str(msg.nonce_index))
-        out["mip6.hot.cookie"].append("0x" + msg.cookie.hex())
-        out["mip6.hot.token"].append("0x" + msg.token.hex())
-    elif isinstance(msg, CareofTest):
-        out["mip6.cot.nindex"].append(str(msg.nonce_index))
-        out["mip6.cot.cookie"].append("0x" + msg.cookie.hex())
-        # Wireshark registers the Care-of keygen token under the HoT field name.
-        out["mip6.hot.token"].append("0x" + msg.token.hex())
-    elif isinstance(msg, UnknownMessage):
-        out["mip6.unknown_type_data"].append(msg.data.hex())
-    if not isinstance(msg, UnknownMessage):
-        _mobility_options(out, msg.options)
+    match msg:
+        case BindingUpdate():
+            out["mip6.bu.seqnr"].append(str(msg.sequence))
+            _flags(out, msg.flags, _BU_FLAGS)
+            out["mip6.bu.lifetime"].append(str(msg.lifetime))
+        case BindingAck():
+            out["mip6.ba.status"].append(str(msg.status))
+            _flags(out, msg.flags, _BA_FLAGS)
+            out["mip6.ba.seqnr"].append(str(msg.sequence))
+            out["mip6.ba.lifetime"].append(str(msg.lifetime))
+        case BindingError():
+            out["mip6.be.status"].append(str(msg.status))
+            out["mip6.be.haddr"].append(addr(msg.home_address))
+        case BindingRefreshRequest():
+            out["mip6.binding_refresh_request"].append(raw[6:8].hex())
+        case HomeTestInit():
+            out["mip6.hoti.cookie"].append("0x" + msg.cookie.hex())
+        case CareofTestInit():
+            out["mip6.coti.cookie"].append("0x" + msg.cookie.hex())
+        case HomeTest():
+            out["mip6.hot.nindex"].append(str(msg.nonce_index))
+            out["mip6.hot.cookie"].append("0x" + msg.cookie.hex())
+            out["mip6.hot.token"].append("0x" + msg.token.hex())
+        case CareofTest():
+            out["mip6.cot.nindex"].append(str(msg.nonce_index))
+            out["mip6.cot.cookie"].append("0x" + msg.cookie.hex())
+            # Wireshark registers the Care-of keygen token under the HoT field name.
+            out["mip6.hot.token"].append("0x" + msg.token.hex())
+        case UnknownMessage():
+            out["mip6.unknown_type_data"].append(msg.data.hex())
+            return
+        case _:
+            assert_never(msg)
+    _mobility_options(out, msg.options)
 
 
-def _nd_options(out: Fields, options: list) -> None:
+def _nd_options(out: Fields, options: list[NDOption]) -> None:
     for option in options:
         if isinstance(option, PrefixInformation):
             out["icmpv6.opt.prefix.length"].append(str(option.prefix_length))
@@ -255,7 +261,7 @@ def _layer_fields(out: Fields, packet: Packet) -> None:
     home = packet.home_address_option
     if home is not None:
         out["ipv6.opt.mipv6.home_address"].append(addr(home))
-    if packet.protocol == IPPROTO_MH and not isinstance(packet.payload, bytes):
-        _mobility(out, packet)
+    if packet.protocol == IPPROTO_MH and isinstance(packet.payload, MOBILITY_MESSAGE_TYPES):
+        _mobility(out, packet.payload_bytes, packet.payload)
     elif packet.protocol == IPPROTO_ICMPV6 and not isinstance(packet.payload, bytes):
         _icmpv6(out, packet)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import dpkt
+import dpkt  # type: ignore[import-untyped]  # dpkt ships no annotations or py.typed
 
 from ..wire.link import ETHERTYPE_IPV6, LINKTYPE_RAW
 

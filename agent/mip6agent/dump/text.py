@@ -25,6 +25,7 @@ from ..wire import (
     MobilePrefixAdvertisement,
     MobilePrefixSolicitation,
     MTUOption,
+    NDOption,
     NeighborAdvertisement,
     NeighborSolicitation,
     NonceIndices,
@@ -141,7 +142,7 @@ def _message(payload: object, verbose: bool) -> str:
 
 
 def _icmp(payload: object, verbose: bool) -> str:
-    opts: list = []
+    opts: list[NDOption] = []
     if isinstance(payload, HAADRequest):
         text = f"ICMP6 DHAAD request id {payload.identifier}"
     elif isinstance(payload, HAADReply):
