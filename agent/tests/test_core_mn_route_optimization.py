@@ -241,3 +241,19 @@ def test_expired_nonce_ba_restarts_only_the_tests_it_names(status: int, again: l
     assert between[-1] == "BindingUpdate"
     assert net.installed() == [act.InstallCorrespondentBinding(HOA, COA, CN)]
     assert net.cn.bindings[(HOA, CN)].care_of_address == COA
+
+
+def test_route_optimization_needs_a_randomness_source_from_the_io_layer() -> None:
+    import pytest
+
+    settings = MobileNodeSettings(
+        home=(HomeAddressSpec(HOA, PREFIX, "eth0", HA),),
+        interfaces=("eth0",),
+        route_optimization=True,
+        correspondents=(CN,),
+    )
+    with pytest.raises(ValueError, match="random_bytes"):
+        MobileNode(settings)
+    plain = MobileNode(MobileNodeSettings(home=settings.home, interfaces=("eth0",)))
+    with pytest.raises(ValueError, match="random_bytes"):
+        plain.reconfigure(settings, T0)

@@ -7,7 +7,6 @@ router solicitations) and a next timer.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
@@ -144,10 +143,13 @@ class MobileNode:
         self,
         settings: MobileNodeSettings,
         initial_sequence: int = 0,
-        random_bytes: RandomBytes = os.urandom,
+        random_bytes: RandomBytes | None = None,
     ) -> None:
         self.settings = settings
         self.counters = Counters()
+        if settings.route_optimization and random_bytes is None:
+            # Nonces and cookies come from the I/O layer: the core never reads entropy itself.
+            raise ValueError("route optimisation needs random_bytes (cookies, sequence numbers)")
         self._random = random_bytes
         # The binding update list's correspondent entries, per (home address, correspondent).
         self.correspondents: dict[tuple[IPv6Address, IPv6Address], CorrespondentRegistration] = {}
@@ -686,6 +688,8 @@ class MobileNode:
 
     def reconfigure(self, settings: MobileNodeSettings, now: float) -> list:
         """New settings: keep entries for home addresses still wanted, add and drop the rest."""
+        if settings.route_optimization and self._random is None:
+            raise ValueError("route optimisation needs random_bytes (cookies, sequence numbers)")
         self.settings = settings
         out: list = []
         wanted = {spec.address: spec for spec in settings.home}
@@ -764,6 +768,7 @@ class MobileNode:
         key = (home, correspondent)
         registration = self.correspondents.get(key)
         if registration is None:
+            assert self._random is not None  # settings.route_optimization checked it
             registration = CorrespondentRegistration(
                 home,
                 correspondent,

@@ -358,7 +358,7 @@ class Agent:
                     await self.kernel(kernel.enable_optimistic_dad, ifname)
                 except OSError as exc:
                     log.warning("optimistic DAD not enabled on %s: %s", ifname, exc)
-            return MobileNode(settings, int.from_bytes(os.urandom(2), "big"))
+            return MobileNode(settings, int.from_bytes(os.urandom(2), "big"), os.urandom)
         return Correspondent(settings=await self._correspondent_settings(self.config))
 
     async def _correspondent_settings(self, config: AgentConfig) -> CorrespondentSettings:
