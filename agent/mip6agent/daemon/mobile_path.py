@@ -18,6 +18,13 @@ adds, all with protocol :data:`RTPROT_MIP6_RO`:
   from N to C that names H back to ``dst H``.
 
 :meth:`remove` undoes one binding; :meth:`stop` removes everything, programs included.
+
+When the eBPF programs cannot run and the kernel has ``CONFIG_IPV6_MIP6`` (the probe's
+``mip6``), the kernel's XFRM ro states of :mod:`mip6agent.io.dataplane.ro_xfrm` carry the
+binding instead (role ``mn``: a ``hao`` state out, a ``route2`` state in, the home address
+flagged ``IFA_F_HOMEADDRESS``). No rules, table-190 route or programs then: the XFRM
+bundle is routed from the care-of address and takes the option's 24 octets off the path
+MTU itself. ``backend`` names the one running.
 """
 
 from __future__ import annotations
@@ -30,13 +37,16 @@ from ipaddress import IPv6Address
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..io.dataplane import ro_bpf
+from ..io.dataplane import ro_bpf, ro_xfrm
 from ..io.dataplane.ro_bpf import RoBpf, RoBpfError
+from ..io.dataplane.ro_xfrm import RoXfrm, RoXfrmError
 
 log = logging.getLogger("mip6agent")
 RTPROT_MIP6_RO = 87
 RO_TABLE = 190  # the direct routes to route-optimised correspondents
 IPPROTO_MH = 135
+BACKEND = "tc-ebpf"
+BACKEND_XFRM = "xfrm-ro"
 _RTAX_MTU = 2
 
 
@@ -49,17 +59,41 @@ class MobilePath:
         self.tunnel_pref = tunnel_pref  # the home addresses' reverse-tunnel rules
         self.instance = instance
         self.ro: RoBpf | None = None
+        self.xfrm: RoXfrm | None = None  # the kernel MIP6 backend, when eBPF cannot run
+        self.backend: str | None = None
         self.reason: str | None = None
         self.attached: set[str] = set()
 
     @property
     def active(self) -> bool:
-        return self.ro is not None
+        return self.ro is not None or self.xfrm is not None
 
     def start(self) -> bool:
-        """Probe, load and clear what a previous run left; False (with ``reason``) if not."""
-        if self.ro is not None:
+        """eBPF if it starts, else XFRM ro if the kernel has MIP6; False (with ``reason``)."""
+        if self.active:
             return True
+        if self._start_bpf():
+            self.backend = BACKEND
+            return True
+        bpf_reason = self.reason
+        try:
+            ok, reason = ro_xfrm.available()
+        except (OSError, NetlinkError) as exc:
+            ok, reason = False, f"probe failed: {exc}"
+        if ok:
+            xfrm = RoXfrm()
+            try:
+                xfrm.close()  # what a previous run left
+            except (RoXfrmError, OSError) as exc:
+                ok, reason = False, f"failed to start: {exc}"
+            else:
+                self.xfrm, self.backend, self.reason = xfrm, BACKEND_XFRM, None
+                log.info("route optimisation with kernel MIP6 XFRM ro states: %s", bpf_reason)
+                return True
+        self.reason = f"{bpf_reason}; XFRM ro data path unavailable: {reason}"
+        return False
+
+    def _start_bpf(self) -> bool:
         ok, reason = ro_bpf.available()
         if not ok:
             self.reason = f"TC eBPF data path unavailable: {reason}"
@@ -81,7 +115,12 @@ class MobilePath:
 
     def stop(self) -> None:
         ro, self.ro = self.ro, None
+        xfrm, self.xfrm = self.xfrm, None
+        self.backend = None
         self.attached.clear()
+        if xfrm is not None:
+            xfrm.close()
+            return
         with IPRoute() as ipr:
             _flush(ipr)
         if ro is not None:
@@ -90,6 +129,12 @@ class MobilePath:
     def install(
         self, home_address: IPv6Address, care_of_address: IPv6Address, correspondent: IPv6Address
     ) -> None:
+        if self.xfrm is not None:
+            try:
+                self.xfrm.add_binding("mn", correspondent, home_address, care_of_address)
+            except (RoXfrmError, OSError) as exc:
+                raise MobilePathError(str(exc)) from exc
+            return
         ro = self.ro
         if ro is None:
             raise MobilePathError(self.reason or "the route-optimisation data path is off")
@@ -116,6 +161,9 @@ class MobilePath:
                     ipr.rule("add", **rule)
 
     def remove(self, home_address: IPv6Address, correspondent: IPv6Address) -> None:
+        if self.xfrm is not None:
+            self.xfrm.remove_binding("mn", correspondent, home_address)
+            return
         with IPRoute() as ipr:
             for rule in _rules(home_address, correspondent, self.tunnel_pref):
                 with contextlib.suppress(NetlinkError):
@@ -132,12 +180,16 @@ class MobilePath:
                     )
 
     def bindings(self) -> dict[tuple[IPv6Address, IPv6Address], ro_bpf.RoBinding]:
-        """(home address, correspondent) -> map entry."""
+        """(home address, correspondent) -> map entry (XFRM: hao state)."""
+        if self.xfrm is not None:
+            return {(b.home, b.cn): b for b in self.xfrm.bindings("mn")}
         if self.ro is None:
             return {}
         return {(b.home, b.cn): b for b in self.ro.bindings("mn")}
 
     def counters(self) -> dict[str, int]:
+        if self.xfrm is not None:
+            return self.xfrm.counters("mn")
         return self.ro.counters() if self.ro is not None else {}
 
 
