@@ -124,8 +124,13 @@ def test_home_agent_metrics_match_mip6stat(tmp_path: Path) -> None:
         roles = [dict(k[1]) for k in got if k[0] == "mip6_agent_info"]
         assert roles and roles[0]["role"] == "ha" and roles[0]["dataplane"] == "seg6"
         assert got[("mip6_config_generation", ())] == 1
-        # the textfile: the same metrics, rewritten every second
-        wait_until(textfile.exists, what="metrics textfile")
+        # the textfile: the same metrics, rewritten every second; one written before the
+        # binding existed still says 0, so wait for a rewrite after the scrape above
+        seen = time.time()
+        wait_until(
+            lambda: textfile.exists() and textfile.stat().st_mtime > seen + 0.05,
+            what="metrics textfile rewritten after the binding",
+        )
         from_file = _samples(textfile.read_text())
         assert from_file[("mip6_home_bindings", (("state", "active"),))] == 1
         ha.proc.send_signal(1)  # SIGHUP: the config generation moves on
