@@ -134,8 +134,15 @@ def _mn_ro(**mobile_node: object) -> dict:
 
 
 def test_mobile_node_route_optimization_needs_its_correspondents() -> None:
-    with pytest.raises(ConfigError, match=r"mobile_node\.correspondents: route_optimization needs"):
-        validate_mapping(_mn_ro(route_optimization=True))
+    # From traffic (the default) no list is needed; without it, a list is.
+    from_traffic = validate_mapping(_mn_ro(route_optimization=True))
+    assert from_traffic.mobile_node is not None
+    assert from_traffic.mobile_node.route_optimization_from_traffic is True
+    assert from_traffic.mobile_node.max_correspondents == 64
+    with pytest.raises(ConfigError, match=r"mobile_node\.correspondents: route_optimization with"):
+        validate_mapping(_mn_ro(route_optimization=True, route_optimization_from_traffic=False))
+    with pytest.raises(ConfigError, match="max_correspondents"):
+        validate_mapping(_mn_ro(route_optimization=True, max_correspondents=0))
     config = validate_mapping(
         _mn_ro(
             route_optimization=True,

@@ -193,6 +193,74 @@ def test_traffic_seen_through_the_tunnel_starts_route_optimization() -> None:
     assert net.mn.note_traffic(HOA, HA, T0 + 2) == []  # never the home agent
 
 
+def test_traffic_picks_no_correspondent_when_switched_off_or_full() -> None:
+    off = Net(correspondents=(), ro_from_traffic=False)
+    off.at(COA, FOREIGN1, T0)
+    off.take()
+    assert off.mn.note_traffic(HOA, OTHER_CN, T0 + 1) == []
+    assert off.mn.correspondents == {}
+    full = Net(max_correspondents=1)  # CN is listed: it takes the one place
+    full.at(COA, FOREIGN1, T0)
+    full.take()
+    assert full.mn.note_traffic(HOA, OTHER_CN, T0 + 1) == []
+    assert list(full.mn.correspondents) == [(HOA, CN)]
+    assert full.mn.counters.snapshot().get("ro_correspondents_full") == 1
+
+
+def _run_timers(net: Net, until: float) -> float:
+    """Fire the node's timers up to ``until``; the time of the last one fired."""
+    now = 0.0
+    while (due := net.mn.get_timer()) is not None and due <= until:
+        now = due
+        net.deliver(net.mn.handle_timer(now), now)
+    return now
+
+
+def test_a_correspondent_from_traffic_that_goes_quiet_returns_to_the_tunnel() -> None:
+    net = Net(correspondents=(), lifetime=3600.0)
+    net.at(COA, FOREIGN1, T0)
+    net.deliver(net.mn.note_traffic(HOA, OTHER_CN, T0 + 1), T0 + 1)
+    net.take()
+    granted = net.cn.bindings[(HOA, OTHER_CN)].expires - (T0 + 1)
+    assert 0 < granted <= 420  # MAX_RR_BINDING_LIFETIME
+    # No more traffic: the refresh point passes without a new return routability ...
+    _run_timers(net, T0 + 1 + granted - 1)
+    assert "HomeTestInit" not in net.take()
+    assert net.installed() == [act.InstallCorrespondentBinding(HOA, COA, OTHER_CN)]
+    # ... and at expiry the data path entry goes and the peer is forgotten.
+    _run_timers(net, T0 + 2 + granted)
+    assert net.installed()[-1] == act.RemoveCorrespondentBinding(HOA, OTHER_CN)
+    assert net.mn.correspondents == {}
+    assert "HomeTestInit" not in net.take()
+
+
+def test_traffic_again_before_expiry_refreshes_the_binding() -> None:
+    net = Net(correspondents=(), lifetime=3600.0)
+    net.at(COA, FOREIGN1, T0)
+    net.deliver(net.mn.note_traffic(HOA, OTHER_CN, T0 + 1), T0 + 1)
+    net.take()
+    expires = net.cn.bindings[(HOA, OTHER_CN)].expires
+    refresh_passed = _run_timers(net, expires - 20)  # quiet through the refresh point
+    assert refresh_passed > 0 and net.take() == []
+    now = expires - 10
+    net.deliver(net.mn.note_traffic(HOA, OTHER_CN, now), now)  # traffic again
+    _run_timers(net, now)
+    assert net.take() == ["HomeTestInit", "CareofTestInit", "HomeTest", "CareofTest",
+                          "BindingUpdate", "BindingAck"]  # fmt: skip
+    assert net.cn.bindings[(HOA, OTHER_CN)].expires > expires
+    assert (HOA, OTHER_CN) in net.mn.correspondents
+
+
+def test_listed_correspondents_are_refreshed_without_traffic() -> None:
+    net = Net(lifetime=3600.0)
+    net.at(COA, FOREIGN1, T0)
+    net.take()
+    expires = net.cn.bindings[(HOA, CN)].expires
+    _run_timers(net, expires + 1)
+    assert "BindingUpdate" in net.take()
+    assert net.cn.bindings[(HOA, CN)].expires > expires
+
+
 def test_stop_removes_every_correspondent_binding() -> None:
     net = Net()
     net.at(COA, FOREIGN1, T0)

@@ -247,3 +247,56 @@ def test_correspondent_without_route_optimization_keeps_the_tunnel(
             assert len(got) == 3
             time.sleep(0.2)
             assert len(_flow([f.data for f in at_ha.frames()])) >= 3, "not through the HA"
+
+
+def test_traffic_through_the_tunnel_picks_the_correspondent(tmp_path: Path, ebpf: None) -> None:
+    """No correspondent listed: nothing happens until the tunnel carries traffic with the
+    CN (here from the CN to the home address: what the home agent tunnels to the node);
+    then return routability runs and the flow goes direct."""
+    with Topology(mn_link="foreign1") as topo:
+        ha_dir, mn_dir, cn_dir = tmp_path / "ha", tmp_path / "mn", tmp_path / "cn"
+        config = _mn_ro_config(mn_dir)
+        del config["mobile_node"]["correspondents"]
+        with (
+            AgentProcess(topo.ns["cn"], cn_dir, _cn_config()) as cn,
+            AgentProcess(topo.ns["ha"], ha_dir, ha_config(ha_dir)) as ha,
+            AgentProcess(topo.ns["mn"], mn_dir, config) as mn,
+        ):
+            wait_until(lambda: binding_coa(ha) == str(COA), what="home registration")
+            time.sleep(3)  # three polls of the traffic set with no traffic
+            assert mn.call("correspondents") == []
+            assert mn.call("counters").get("mh_out.hoti", 0) == 0
+            # CN -> home address, through the home agent's tunnel.
+            at_ha = topo.capture("ha", "eth0")
+            rx = _receiver(topo, "mn", HOA)
+            try:
+                _udp(topo, "cn", None, HOA, b"tunnelled")
+                assert len(_received(rx)) == 3
+            finally:
+                rx.close()
+            time.sleep(0.2)
+            assert len(_flow([f.data for f in at_ha.frames()])) >= 3, "not through the HA"
+            wait_until(lambda: _bound(mn, COA), deadline=20, what="correspondent from traffic")
+            assert [(r["home_address"], r["care_of_address"]) for r in cn.call("bindings")] == [
+                (str(HOA), str(COA))
+            ]
+            # Now direct both ways: nothing of the flow at the home agent.
+            at_ha = topo.capture("ha", "eth0")
+            rx = _receiver(topo, "cn", CN_ADDRESS)
+            try:
+                _udp(topo, "mn", HOA, CN_ADDRESS, b"direct")
+                got = _received(rx)
+            finally:
+                rx.close()
+            assert {peer for _, peer in got} == {str(HOA)} and len(got) == 3
+            rx = _receiver(topo, "mn", HOA)
+            try:
+                _udp(topo, "cn", None, HOA, b"direct-back")
+                assert len(_received(rx)) == 3
+            finally:
+                rx.close()
+            time.sleep(0.2)
+            assert _flow([f.data for f in at_ha.frames()]) == [], "the flow crossed the HA"
+            # Home: the node deregisters with the correspondent it picked from traffic.
+            topo.move("mn", "home")
+            wait_until(lambda: cn.call("bindings") == [], what="CN binding gone at home")

@@ -171,6 +171,8 @@ class MobileNodeConfig:
     bu_lifetime: float
     route_optimization: bool
     correspondents: tuple[IPv6Address, ...]
+    route_optimization_from_traffic: bool
+    max_correspondents: int
     no_route_optimization: tuple[IPv6Network, ...]
     foreign_addresses: tuple[ForeignAddressConfig, ...]
     eager_movement_detection: int

@@ -366,13 +366,15 @@ def _check_mobile_node(v: SectionView) -> None:
                 f"{bu:g} s exceeds home_registration_lifetime ({home:g} s); correspondent "
                 "bindings never outlive the home registration (RFC 6275 11.7.2)",
             )
-    if v.ok("route_optimization", "correspondents") and v.values["route_optimization"]:
-        if not v.values["correspondents"]:
+    if (
+        v.ok("route_optimization", "correspondents", "route_optimization_from_traffic")
+        and v.values["route_optimization"]
+    ):
+        if not v.values["correspondents"] and not v.values["route_optimization_from_traffic"]:
             v.error(
                 "correspondents",
-                "route_optimization needs the correspondents to optimise the route with: "
-                "list their addresses (the mobile node does not pick correspondents from "
-                "its traffic yet)",
+                "route_optimization with route_optimization_from_traffic false needs the "
+                "correspondents to optimise the route with: list their addresses",
             )
     elif v.ok("correspondents") and v.values["correspondents"]:
         v.warn("correspondents", "have no effect while route_optimization is false")
@@ -459,10 +461,11 @@ MOBILE_NODE = Section(
             "route_optimization",
             Bool(),
             False,
-            doc="Run return routability and send Binding Updates to the correspondents "
-            "listed in correspondents, so that traffic with them goes direct (TC eBPF data "
-            "path; where it cannot run, the agent logs why and keeps the tunnel). false: "
-            "all traffic goes through the home agent tunnel.",
+            doc="Run return routability and send Binding Updates to correspondents (those "
+            "listed in correspondents, and with route_optimization_from_traffic those the "
+            "tunnel carries traffic with), so that traffic with them goes direct (TC eBPF "
+            "data path; where it cannot run, the agent logs why and keeps the tunnel). "
+            "false: all traffic goes through the home agent tunnel.",
             compat="`-r 1|0`; `bu_to_cn 1|0`",
         ),
         Field(
@@ -470,7 +473,28 @@ MOBILE_NODE = Section(
             ListOf(Address(), unique=lambda x: x, noun="IPv6 addresses"),
             (),
             doc="Correspondent nodes to run route optimisation with, once registered with "
-            "the home agent. Required with route_optimization true.",
+            "the home agent, whether or not traffic flows. Required with route_optimization "
+            "true and route_optimization_from_traffic false.",
+            compat="—",
+        ),
+        Field(
+            "route_optimization_from_traffic",
+            Bool(),
+            True,
+            doc="With route_optimization: also run it with every correspondent the home "
+            "agent tunnel carries traffic to or from (an nftables set the agent reads every "
+            "second). A correspondent picked this way that has seen no traffic for 0.8 times "
+            "bu_lifetime (its refresh point) is not refreshed and goes back to the tunnel "
+            "when its binding runs out.",
+            compat="—",
+        ),
+        Field(
+            "max_correspondents",
+            Int(1, 4096),
+            64,
+            doc="At most this many correspondents in route optimisation at once (listed and "
+            "picked from traffic); traffic with more stays on the tunnel (counter "
+            "ro_correspondents_full).",
             compat="—",
         ),
         Field(
@@ -784,11 +808,12 @@ AGENT = Section(
         ),
         Field(
             "dataplane",
-            Choice("auto", "seg6", "ip6tnl"),
+            Choice("auto", "seg6", "ip6tnl", "bpf"),
             "auto",
-            doc="How tunnelled traffic is carried: ip6tnl (IPv6-in-IPv6, RFC 2473, as RFC "
-            "6275 describes), seg6 (Linux SRv6 encapsulation), or auto (chosen by what the "
-            "kernel supports).",
+            doc="How tunnelled traffic is carried (IPv6-in-IPv6, RFC 2473, on the wire with "
+            "each): ip6tnl (tunnel devices), seg6 (Linux seg6 lightweight tunnels), bpf "
+            "(eBPF programs on routes and clsact, for kernels with neither; needs clang and "
+            "bpftool), or auto (seg6, else ip6tnl, else bpf: what the kernel supports).",
             compat="—",
         ),
         Field(

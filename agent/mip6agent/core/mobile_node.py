@@ -43,6 +43,10 @@ INITIAL_BINDACK_TIMEOUT_FIRST_REG = 1.5
 INITIAL_BINDACK_TIMEOUT = 1.0
 MAX_BINDACK_TIMEOUT = 32.0
 DHAAD_RETRIES = 4
+# Binding Updates of one attempt left unanswered before the node says so (once per attempt):
+# a lost BA looks like nothing at all otherwise, e.g. when IPsec between the node and its
+# home agent drops it (no SA, a wrong key: the kernel discards and only counts).
+NO_BA_WARN_AFTER = 3
 INITIAL_DHAAD_TIMEOUT = 3.0
 REFRESH_FRACTION = 0.8  # refresh when this much of the granted lifetime has passed
 LOST_ROUTER_FACTOR = 3  # missed advertisement intervals before the link counts as lost
@@ -79,6 +83,10 @@ class MobileNodeSettings:
     correspondents: tuple[IPv6Address, ...] = ()
     no_route_optimization: tuple[IPv6Network, ...] = ()
     ro: RouteOptimizationSettings = field(default_factory=RouteOptimizationSettings)
+    # Correspondents picked from the traffic the tunnel carries (note_traffic): on or off,
+    # and how many at most; one quiet for a refresh interval goes back to the tunnel.
+    ro_from_traffic: bool = True
+    max_correspondents: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,8 @@ class BULEntry:
     # First sequence number of the current (de)registration: a retransmission gets a new
     # number, and a late BA for an earlier one of the same attempt still answers it.
     attempt_first: int | None = None
+    # Binding Updates sent since the last Binding Acknowledgement (not saved).
+    unanswered: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -153,6 +163,7 @@ class MobileNode:
         self._random = random_bytes
         # The binding update list's correspondent entries, per (home address, correspondent).
         self.correspondents: dict[tuple[IPv6Address, IPv6Address], CorrespondentRegistration] = {}
+        self._last_traffic: dict[tuple[IPv6Address, IPv6Address], float] = {}
         self.home_agents = HomeAgentList()
         self.entries: dict[IPv6Address, BULEntry] = {}
         for spec in settings.home:
@@ -305,6 +316,7 @@ class MobileNode:
     def _send_bu(self, entry: BULEntry, now: float, lifetime: float) -> list:
         assert entry.home_agent is not None
         entry.sequence = seq_add(entry.sequence)
+        entry.unanswered += 1
         entry.lifetime = lifetime
         entry.retransmit_at = now + entry.timeout
         units = min(int(lifetime) // LIFETIME_UNIT, 0xFFFF)
@@ -414,6 +426,7 @@ class MobileNode:
         if not (waiting and matches):
             self.counters.add("ba_unexpected")
             return []
+        entry.unanswered = 0
         coa = entry.care_of_address
         assert coa is not None
         if self.settings.authentication and self.settings.key is not None:
@@ -626,10 +639,24 @@ class MobileNode:
             self._fresh.add(interface)
             self.counters.add("rs_out")
             out.append(act.SendRouterSolicitation(interface))
-        for registration in self.correspondents.values():
+        for key, registration in list(self.correspondents.items()):
             due = registration.get_timer()
-            if due is not None and due <= now:
-                out += registration.handle_timer(now)
+            if due is None or due > now:
+                continue
+            if registration.state in ("bound", "held") and self._idle_from_traffic(key, now):
+                if registration.state == "bound" and (registration.expires or 0) > now:
+                    registration.refresh_at = None  # no refresh: let the binding run out
+                    continue
+                # Expired unrefreshed, or held and quiet: the tunnel carries whatever comes
+                # later (and that traffic may pick the peer again).
+                out += registration.stop()
+                del self.correspondents[key]
+                self._last_traffic.pop(key, None)
+                out.append(
+                    act.Log("info", "%s: no traffic with %s, route optimisation ends", None, key)
+                )
+                continue
+            out += registration.handle_timer(now)
         for entry in self.entries.values():
             if entry.retransmit_at is not None and entry.retransmit_at <= now:
                 out += self._retransmit(entry, now)
@@ -666,7 +693,21 @@ class MobileNode:
             # The discovered agent stopped answering: look for another one.
             entry.home_agent = None
             return self._discover(entry, now)
-        return self._resend(entry, now)
+        out: list = []
+        if entry.unanswered == NO_BA_WARN_AFTER:
+            self.counters.add("no_binding_ack")
+            what = "deregistration" if entry.state == "deregistering" else "registration"
+            out.append(
+                act.Log(
+                    "warning",
+                    f"{entry.home_address}: no Binding Acknowledgement from {entry.home_agent} "
+                    f"after {entry.unanswered} Binding Updates ({what}); still retrying. If IPsec "
+                    "protects the signalling, check that both ends hold matching SAs (ip xfrm "
+                    "state; XfrmInNoStates, XfrmInStateProtoError, XfrmOutNoStates in "
+                    "/proc/net/xfrm_stat)",
+                )
+            )
+        return out + self._resend(entry, now)
 
     def get_timer(self) -> float | None:
         times = list(self._ra_deadline.values())
@@ -696,10 +737,13 @@ class MobileNode:
         for key, registration in list(self.correspondents.items()):
             # Route optimisation switched off, or the peer no longer listed: the tunnel.
             home, correspondent = key
-            listed = correspondent in settings.correspondents
-            if home not in wanted or not self.wants_route_optimization(correspondent) or not listed:
+            kept = correspondent in settings.correspondents or (
+                settings.ro_from_traffic and key in self._last_traffic
+            )
+            if home not in wanted or not self.wants_route_optimization(correspondent) or not kept:
                 out += registration.stop()
                 del self.correspondents[key]
+                self._last_traffic.pop(key, None)
         for home in [h for h in self.entries if h not in wanted]:
             out += self._drop(self.entries.pop(home))
         for home, spec in wanted.items():
@@ -722,6 +766,7 @@ class MobileNode:
         for registration in self.correspondents.values():
             out += registration.stop()
         self.correspondents.clear()
+        self._last_traffic.clear()
         for entry in self.entries.values():
             out += self._drop(entry)
             entry.state, entry.care_of_address, entry.interface = "idle", None, None
@@ -750,17 +795,38 @@ class MobileNode:
         return not any(correspondent in net for net in self.settings.no_route_optimization)
 
     def note_traffic(self, home: IPv6Address, correspondent: IPv6Address, now: float) -> list:
-        """The tunnel carried traffic between ``home`` and ``correspondent`` (the data path
-        saw it): optimise that route if we may (11.7.2 leaves the trigger to us)."""
+        """The data path saw traffic between ``home`` and ``correspondent``: optimise that
+        route if we may (11.7.2 leaves the trigger to us), within max_correspondents."""
         entry = self.entries.get(home)
-        if entry is None or (home, correspondent) in self.correspondents:
+        if entry is None:
             return []
-        if not self.wants_route_optimization(correspondent):
+        key = (home, correspondent)
+        registration = self.correspondents.get(key)
+        if registration is not None:
+            self._last_traffic[key] = now
+            if registration.state == "bound" and registration.refresh_at is None:
+                registration.refresh_at = now  # it was left to run out: refresh it after all
             return []
-        registration = self._registration(home, correspondent)
-        if entry.state != "registered" or entry.care_of_address is None:
+        if not self.settings.ro_from_traffic or not self.wants_route_optimization(correspondent):
             return []
-        return registration.away(entry.care_of_address, now, entry.expires)
+        if entry.state != "registered" or entry.care_of_address in (None, home):
+            return []
+        if len(self.correspondents) >= self.settings.max_correspondents:
+            self.counters.add("ro_correspondents_full")
+            return []
+        self._last_traffic[key] = now
+        assert entry.care_of_address is not None
+        return self._registration(home, correspondent).away(
+            entry.care_of_address, now, entry.expires
+        )
+
+    def _idle_from_traffic(self, key: tuple[IPv6Address, IPv6Address], now: float) -> bool:
+        """A correspondent picked from traffic that has been quiet for a refresh interval."""
+        if key[1] in self.settings.correspondents:
+            return False
+        last = self._last_traffic.get(key)
+        quiet = self.settings.ro.lifetime * self.settings.ro.refresh_fraction
+        return last is None or now - last >= quiet
 
     def _registration(
         self, home: IPv6Address, correspondent: IPv6Address

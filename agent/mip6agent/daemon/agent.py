@@ -79,6 +79,7 @@ INPUT_BATCH = 256  # received packets handled per turn of the event loop
 OTHER_BATCH = 32  # of which from unknown senders: the sockets are read again in between
 INPUT_QUEUE = 4096  # packets from unknown senders waiting; beyond it they are dropped
 CN_USE_POLL = 2.0  # seconds between reads of the correspondent bindings' packet counters
+MN_TRAFFIC_POLL = 1.0  # seconds between reads of the mobile node's traffic set (nft)
 
 
 class AgentError(Exception):
@@ -106,6 +107,8 @@ class Agent:
         self.cn_path: CorrespondentPath | None = None
         self.mn_path: MobilePath | None = None
         self._cn_poll: asyncio.Task | None = None
+        self._mn_poll: asyncio.Task | None = None
+        self._watched_homes: set[IPv6Address] | None = None  # in the nft set now
         self.ha_enabled = True
         self._carrier_changes: dict[str, int] = {}
         self._dirty: set[str] = set()
@@ -164,7 +167,13 @@ class Agent:
             # A correspondent also reads data packets with a Home Address option (no
             # binding: Binding Error status 1, RFC 6275 9.3.1).
             self.transport = SignalingTransport(receive_hao_data=self.config.role == "cn").open()
-            await self.kernel(partial(nft.install, admission_rate=self._admission_rate()))
+            await self.kernel(
+                partial(
+                    nft.install,
+                    admission_rate=self._admission_rate(),
+                    watch_traffic=self.config.role == "mn",
+                )
+            )
         except (BackendUnavailableError, SettingsError, TransportError, nft.NftError) as exc:
             await self.close()
             raise AgentError(str(exc)) from None
@@ -189,6 +198,8 @@ class Agent:
             self.watcher.start()
         if isinstance(self.core, Correspondent):
             self._cn_poll = asyncio.create_task(self._poll_correspondent_use())
+        if isinstance(self.core, MobileNode):
+            self._mn_poll = asyncio.create_task(self._poll_mobile_traffic())
         self._reschedule()
         log.info("mip6agent %s started as %s", __version__, self.config.role)
 
@@ -436,6 +447,41 @@ class Agent:
             if used:
                 self._reschedule()
 
+    async def _poll_mobile_traffic(self) -> None:
+        """Feed MobileNode.note_traffic from the nft traffic set: the correspondents the
+        home addresses exchanged packets with (through the tunnel or, once optimised,
+        direct) in the last poll interval."""
+        while True:
+            await asyncio.sleep(MN_TRAFFIC_POLL)
+            core = self.core
+            if not isinstance(core, MobileNode):
+                continue
+            on = core.settings.route_optimization and core.settings.ro_from_traffic
+            homes = set(core.entries) if on else set()
+            try:
+                if homes != self._watched_homes:
+                    await self.kernel(nft.watch_homes, sorted(map(str, homes)))
+                    self._watched_homes = homes
+                if not homes:
+                    continue
+                seen = await self.kernel(nft.traffic_seen, 2 * MN_TRAFFIC_POLL)
+            except nft.NftError as exc:  # the poller must outlive a failed read
+                self.agent_counters["ro_poll_failed"] += 1
+                log.error("route optimisation: traffic set not read: %s", exc)
+                self._watched_homes = None
+                continue
+            now = time.time()
+            actions: list = []
+            for home, peer in seen:
+                try:
+                    actions += core.note_traffic(IPv6Address(home), IPv6Address(peer), now)
+                except ValueError:
+                    continue
+            if actions:
+                self.feed(actions)
+            else:  # a refresh may have been brought forward
+                self._reschedule()
+
     async def _restore(self) -> None:
         """Reload persisted state and make the kernel match it: adopt, add, remove stale."""
         table = TABLES.get(self.config.role)
@@ -532,8 +578,9 @@ class Agent:
             self._timer.cancel()
         if self._known_timer is not None:
             self._known_timer.cancel()
-        if self._cn_poll is not None:
-            self._cn_poll.cancel()
+        for poll in (self._cn_poll, self._mn_poll):
+            if poll is not None:
+                poll.cancel()
         if self.watcher is not None:
             await self._loop.run_in_executor(None, self.watcher.close)
         if getattr(self, "_consumer", None) is not None:
@@ -933,7 +980,13 @@ class Agent:
         if self._admission_rate() != old_rate:
             # The table is made anew, with an empty set: fill it again.
             try:
-                await self.kernel(partial(nft.install, admission_rate=self._admission_rate()))
+                await self.kernel(
+                    partial(
+                        nft.install,
+                        admission_rate=self._admission_rate(),
+                        watch_traffic=config.role == "mn",
+                    )
+                )
             except nft.NftError as exc:
                 log.error("admission limit not changed: %s", exc)
             self._known = set()
@@ -1033,6 +1086,7 @@ class Agent:
         return {
             "seg6": caps.seg6,
             "ip6tnl": caps.ip6tnl,
+            "bpf": caps.bpf,
             "esp": caps.esp,
             "mip6": caps.mip6,
             "signaling": "raw sockets",
@@ -1255,6 +1309,15 @@ class Agent:
                 else:
                     key = f"param_problem_dropped.{name}"
                 counters[key] = value
+        tunnel = getattr(self.dataplane, "counters", None)  # the eBPF tunnel's own
+        if tunnel is not None:
+            with contextlib.suppress(Exception):
+                for name, value in (await self.kernel(tunnel)).items():
+                    counters[f"tunnel.{name}"] = value
+                # It decapsulates before netfilter's prerouting hook sees protocol 41.
+                counters["tunnelled_in"] = counters.get("tunnelled_in", 0) + counters.get(
+                    "tunnel.decapsulated", 0
+                )
         return counters
 
     async def _cmd_clear_counters(self) -> dict:

@@ -158,6 +158,8 @@ def mobile_node_settings(
         correspondents=mn.correspondents,
         no_route_optimization=mn.no_route_optimization,
         ro=RouteOptimizationSettings(lifetime=mn.bu_lifetime),
+        ro_from_traffic=mn.route_optimization_from_traffic,
+        max_correspondents=mn.max_correspondents,
     )
 
 

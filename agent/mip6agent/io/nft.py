@@ -45,6 +45,15 @@ ADMISSION_CHAIN = "input"
 KNOWN_SET = "known_senders"
 ADMITTED = "admitted_known"
 UNKNOWN_DROPPED = "unknown_over_rate"
+# Mobile node route optimisation trigger (RFC 6275 11.7.2 leaves it to us): every packet
+# from or to a watched home address puts (home address . peer) into a timed set; the agent
+# reads it every second. "update" restarts an element's timeout, so an element's
+# ``expires`` tells when it was last seen.
+WATCHED_HOMES = "ro_homes"
+TRAFFIC_SET = "ro_traffic"
+TRAFFIC_CHAIN = "ro_input"
+TRAFFIC_TIMEOUT = 60
+TRAFFIC_SIZE = 4096
 _ICMPV6_ERROR_HEADER = 8  # type, code, checksum, pointer: the invoking packet follows
 _NEXT_HEADER_OFFSET = 6  # in the quoted IPv6 header
 _TIMEOUT = 10.0
@@ -154,15 +163,53 @@ def _admission(table: str, chain: dict[str, Any], rate: int) -> list[dict[str, A
     ]
 
 
+def _address(field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": "ip6", "field": field}}
+
+
+def _traffic_watch(table: str, chain: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sets and rules of the mobile node's traffic watch: output from a watched home
+    address, and input to one (after the tunnel has decapsulated it)."""
+    base = {"family": FAMILY, "table": table}
+    homes = {"set": {**base, "name": WATCHED_HOMES, "type": "ipv6_addr"}}
+    seen = {
+        "set": {
+            **base,
+            "name": TRAFFIC_SET,
+            "type": ["ipv6_addr", "ipv6_addr"],
+            "flags": ["timeout"],
+            "timeout": TRAFFIC_TIMEOUT,
+            "size": TRAFFIC_SIZE,
+        }
+    }
+
+    def note(home: str, peer: str, chain_name: str, comment: str) -> dict[str, Any]:
+        watched = {"match": {"op": "==", "left": _address(home), "right": f"@{WATCHED_HOMES}"}}
+        key = {"concat": [_address(home), _address(peer)]}
+        update = {"set": {"op": "update", "elem": key, "set": f"@{TRAFFIC_SET}"}}
+        rule = {**base, "chain": chain_name, "comment": comment, "expr": [watched, update]}
+        return {"add": {"rule": rule}}
+
+    return [
+        {"add": homes},
+        {"add": seen},
+        {"add": {"chain": {**chain, "name": TRAFFIC_CHAIN, "hook": "input"}}},
+        note("saddr", "daddr", CHAIN, "ro_traffic_out"),
+        note("daddr", "saddr", TRAFFIC_CHAIN, "ro_traffic_in"),
+    ]
+
+
 def ruleset(
     table: str = TABLE,
     suppressed: tuple[SuppressedError, ...] = DEFAULT_SUPPRESSED,
     admission_rate: int | None = None,
+    watch_traffic: bool = False,
 ) -> dict[str, Any]:
     """The JSON batch that (re)creates the table atomically: add, delete, add again.
 
     ``admission_rate``: a home agent's limit on Mobility Headers per second from senders
     that are not in the known-senders set (None or 0: no admission chain).
+    ``watch_traffic``: a mobile node's route optimisation trigger (see TRAFFIC_SET).
     """
     ref = {"family": FAMILY, "name": table}
     chain = {
@@ -209,7 +256,36 @@ def ruleset(
     )
     if admission_rate:
         commands += _admission(table, chain, admission_rate)
+    if watch_traffic:
+        commands += _traffic_watch(table, chain)
     return {"nftables": commands}
+
+
+def watch_homes(homes: list[str], table: str = TABLE, *, nft: str | None = None) -> None:
+    """Watch exactly these home addresses (one batch: flush, then add)."""
+    ref = {"family": FAMILY, "table": table, "name": WATCHED_HOMES}
+    commands: list[dict[str, Any]] = [{"flush": {"set": ref}}]
+    if homes:
+        commands.append({"add": {"element": {**ref, "elem": homes}}})
+    _run(["-f", "-"], {"nftables": commands}, nft)
+
+
+def traffic_seen(
+    within: float, table: str = TABLE, *, nft: str | None = None
+) -> list[tuple[str, str]]:
+    """(home address, peer) pairs with a packet in the last ``within`` seconds."""
+    out: list[tuple[str, str]] = []
+    for item in _list(nft, "set", FAMILY, table, TRAFFIC_SET):
+        found = item.get("set")
+        if not found:
+            continue
+        for element in found.get("elem", []):
+            entry = element.get("elem", {}) if isinstance(element, dict) else {}
+            pair = entry.get("val", {}).get("concat") if isinstance(entry, dict) else None
+            expires = entry.get("expires", 0) if isinstance(entry, dict) else 0
+            if isinstance(pair, list) and len(pair) == 2 and TRAFFIC_TIMEOUT - expires <= within:
+                out.append((str(pair[0]), str(pair[1])))
+    return out
 
 
 def set_known_senders(
@@ -267,9 +343,10 @@ def install(
     *,
     nft: str | None = None,
     admission_rate: int | None = None,
+    watch_traffic: bool = False,
 ) -> None:
     """Create (or replace) the table; running it twice leaves one table with one rule set."""
-    _run(["-f", "-"], ruleset(table, suppressed, admission_rate), nft)
+    _run(["-f", "-"], ruleset(table, suppressed, admission_rate, watch_traffic), nft)
 
 
 def remove(table: str = TABLE, *, nft: str | None = None) -> None:

@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
@@ -74,6 +74,8 @@ IFA_F_NOPREFIXROUTE = 0x200
 IFF_UP = 0x1
 LWTUNNEL_ENCAP_SEG6 = 5
 LWTUNNEL_ENCAP_SEG6_LOCAL = 7
+LWTUNNEL_ENCAP_BPF = 6
+LWT_BPF_XMIT, LWT_BPF_PROG_NAME = 3, 2  # include/uapi/linux/lwtunnel.h
 # include/uapi/linux/seg6_iptunnel.h: inline, encap, l2encap, encap.red, l2encap.red.
 SEG6_IPTUN_MODE_ENCAP = 1
 SEG6_IPTUN_MODE_ENCAP_RED = 3
@@ -118,6 +120,15 @@ class Seg6LocalEncap:
 
 
 @dataclass(frozen=True, slots=True)
+class BpfEncap:
+    """``encap bpf xmit``: ``name`` is what the route carries back in a dump; ``fd`` (the
+    program to run) is only sent, never read back (the kernel does not report it)."""
+
+    name: str
+    fd: int = field(default=-1, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     dst: IPv6Network
     table: int
@@ -125,7 +136,7 @@ class Route:
     proto: int = RTPROT_MIP6
     src: IPv6Network | None = None
     metric: int = 1024
-    encap: Seg6Encap | Seg6LocalEncap | None = None
+    encap: Seg6Encap | Seg6LocalEncap | BpfEncap | None = None
 
     @property
     def key(self) -> tuple[IPv6Network, IPv6Network | None, int, int]:
@@ -198,7 +209,11 @@ class _Seg6LocalNla(nla):
 class _RouteMessage(rtmsg):
     """rtmsg whose seg6 encaps take the values we give, byte for byte."""
 
-    encaps = {LWTUNNEL_ENCAP_SEG6: _Seg6EncapNla, LWTUNNEL_ENCAP_SEG6_LOCAL: _Seg6LocalNla}
+    encaps = {
+        LWTUNNEL_ENCAP_SEG6: _Seg6EncapNla,
+        LWTUNNEL_ENCAP_SEG6_LOCAL: _Seg6LocalNla,
+        LWTUNNEL_ENCAP_BPF: rtmsg.bpf_encap_info,
+    }
 
 
 def seg6_tunnel_info(encap: Seg6Encap) -> bytes:
@@ -238,6 +253,12 @@ def route_message(route: Route) -> rtmsg:
         attrs += [
             ("RTA_ENCAP_TYPE", LWTUNNEL_ENCAP_SEG6_LOCAL),
             ("RTA_ENCAP", {"attrs": local}),
+        ]
+    elif isinstance(route.encap, BpfEncap):
+        program = [("LWT_BPF_PROG_FD", route.encap.fd), ("LWT_BPF_PROG_NAME", route.encap.name)]
+        attrs += [
+            ("RTA_ENCAP_TYPE", LWTUNNEL_ENCAP_BPF),
+            ("RTA_ENCAP", {"attrs": [("LWT_BPF_XMIT", {"attrs": program})]}),
         ]
     msg["attrs"] = attrs
     return msg
@@ -337,10 +358,14 @@ def _network(msg: Any, attr: str, length: int) -> IPv6Network | None:
 def parse_route(msg: Any) -> Route | None:
     if msg["family"] != AF_INET6:
         return None
-    encap: Seg6Encap | Seg6LocalEncap | None = None
+    encap: Seg6Encap | Seg6LocalEncap | BpfEncap | None = None
     kind = msg.get_attr("RTA_ENCAP_TYPE")
     raw = msg.get_attr("RTA_ENCAP")
-    if kind == LWTUNNEL_ENCAP_SEG6 and raw is not None:
+    if kind == LWTUNNEL_ENCAP_BPF and raw is not None:
+        xmit = raw.get_attr("LWT_BPF_XMIT")
+        name = xmit.get_attr("LWT_BPF_PROG_NAME") if xmit is not None else None
+        encap = BpfEncap(str(name or ""))
+    elif kind == LWTUNNEL_ENCAP_SEG6 and raw is not None:
         srh = raw.get_attr("SEG6_IPTUNNEL_SRH") or {}
         segments = tuple(IPv6Address(s) for s in srh.get("segs", ()))
         encap = Seg6Encap(segments, int(srh.get("encapmode", SEG6_IPTUN_MODE_ENCAP)))
@@ -501,12 +526,16 @@ def route_from_bytes(
     if family != AF_INET6:
         return None
     attrs = _attributes(data, start + _RTMSG.size, end)
-    encap: Seg6Encap | Seg6LocalEncap | None = None
+    encap: Seg6Encap | Seg6LocalEncap | BpfEncap | None = None
     kind = attrs.get(RTA_ENCAP_TYPE)
     raw = attrs.get(RTA_ENCAP)
     if kind is not None and raw is not None:
         kind_value = _U16.unpack_from(kind)[0]
-        if kind_value == LWTUNNEL_ENCAP_SEG6:
+        if kind_value == LWTUNNEL_ENCAP_BPF:
+            xmit = _attributes(raw, 0, len(raw)).get(LWT_BPF_XMIT)
+            name = _attributes(xmit, 0, len(xmit)).get(LWT_BPF_PROG_NAME) if xmit else None
+            encap = BpfEncap(bytes(name).rstrip(b"\0").decode(errors="replace") if name else "")
+        elif kind_value == LWTUNNEL_ENCAP_SEG6:
             encap = _seg6_encap(_attributes(raw, 0, len(raw)).get(SEG6_IPTUNNEL_SRH))
         elif kind_value == LWTUNNEL_ENCAP_SEG6_LOCAL:
             local = _attributes(raw, 0, len(raw))

@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 from types import MappingProxyType
@@ -25,9 +25,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nlsocket import NetlinkSocket
 
 from .base import BackendUnavailableError, DataPlane, DataPlaneConfig, DataPlaneError
+from .bpf_tunnel import BpfTunnelDataPlane
 from .ip6tnl import Ip6tnlDataPlane
 from .netlink import (
     SEG6_LOCAL_ACTION_END_DX6,
+    BpfEncap,
     Ip6Tunnel,
     Netlink,
     Route,
@@ -39,7 +41,7 @@ from .netlink import (
 )
 from .seg6 import Seg6DataPlane
 
-Preference = Literal["auto", "seg6", "ip6tnl"]
+Preference = Literal["auto", "seg6", "ip6tnl", "bpf"]
 
 # Documentation addresses (RFC 3849) nobody routes, and a table id ("mip6") nobody uses.
 _PROBE_SRC = IPv6Address("2001:db8:ffff::1")
@@ -68,6 +70,7 @@ class Capabilities:
     mip6: bool
     subtrees: bool = False
     reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    bpf: bool = False
 
     def describe(self) -> str:
         return "; ".join(f"{name}: {text}" for name, text in self.reasons.items())
@@ -77,21 +80,23 @@ def probe(config: DataPlaneConfig | None = None) -> Capabilities:
     """Probe the kernel of the calling thread's network namespace (needs CAP_NET_ADMIN)."""
     cfg = config or DataPlaneConfig()
     reasons: dict[str, str] = {}
-    seg6 = subtrees = ip6tnl = False
+    seg6 = subtrees = ip6tnl = bpf = False
     try:
         nl = Netlink()
     except DataPlaneError as exc:
-        reasons.update(seg6=str(exc), subtrees=str(exc), ip6tnl=str(exc))
+        reasons.update(seg6=str(exc), subtrees=str(exc), ip6tnl=str(exc), bpf=str(exc))
     else:
         try:
             seg6 = _record(reasons, "seg6", lambda: _probe_seg6(nl, cfg))
             subtrees = _record(reasons, "subtrees", lambda: _probe_subtrees(nl, cfg))
             ip6tnl = _record(reasons, "ip6tnl", lambda: _probe_ip6tnl(nl, cfg))
+            if not (seg6 or ip6tnl):  # it compiles and loads programs: only when needed
+                bpf = _record(reasons, "bpf", lambda: _probe_bpf(nl, cfg))
         finally:
             nl.close()
     esp = _record(reasons, "esp", lambda: _probe_xfrm(IPPROTO_ESP))
     mip6 = _record(reasons, "mip6", lambda: _probe_xfrm(IPPROTO_ROUTING))
-    return Capabilities(seg6, ip6tnl, esp, mip6, subtrees, MappingProxyType(reasons))
+    return Capabilities(seg6, ip6tnl, esp, mip6, subtrees, MappingProxyType(reasons), bpf)
 
 
 def select_backend(
@@ -101,15 +106,19 @@ def select_backend(
 ) -> DataPlane:
     """The backend to use here, or :class:`BackendUnavailableError` with a one-line reason.
 
-    ``auto`` prefers seg6 (the backend integration-tested on real kernels), then ip6tnl.
+    ``auto`` prefers seg6 (the backend integration-tested on real kernels), then ip6tnl,
+    then bpf (eBPF programs on the seg6 backend's routes, for kernels with neither).
     """
     caps = capabilities if capabilities is not None else probe(config)
     backends: dict[str, tuple[bool, Callable[[], DataPlane]]] = {
         "seg6": (caps.seg6, lambda: Seg6DataPlane(config)),
         "ip6tnl": (caps.ip6tnl, lambda: Ip6tnlDataPlane(config)),
+        "bpf": (caps.bpf, lambda: BpfTunnelDataPlane(config)),
     }
     if preference not in ("auto", *backends):
-        raise ValueError(f"data plane preference must be auto, seg6 or ip6tnl, not {preference!r}")
+        raise ValueError(
+            f"data plane preference must be auto, seg6, ip6tnl or bpf, not {preference!r}"
+        )
     if preference != "auto":
         available, make = backends[preference]
         if not available:
@@ -122,8 +131,9 @@ def select_backend(
         if available:
             return make()
     raise BackendUnavailableError(
-        "this kernel has neither seg6 lightweight tunnels nor ip6tnl: "
-        f"seg6: {caps.reasons.get('seg6', '?')}; ip6tnl: {caps.reasons.get('ip6tnl', '?')}"
+        "this kernel has neither seg6 lightweight tunnels nor ip6tnl, and the eBPF tunnel "
+        f"does not work: seg6: {caps.reasons.get('seg6', '?')}; "
+        f"ip6tnl: {caps.reasons.get('ip6tnl', '?')}; bpf: {caps.reasons.get('bpf', '?')}"
     )
 
 
@@ -193,6 +203,29 @@ def _probe_ip6tnl(nl: Netlink, cfg: DataPlaneConfig) -> str:
         if found.name == name:
             nl.delete_link(found.index, f"probe ip6tnl device {name}")
     return "ip6tnl device ok"
+
+
+def _probe_bpf(nl: Netlink, cfg: DataPlaneConfig) -> str:
+    """Programs build and load, and the kernel takes an ``encap bpf xmit`` route."""
+    from .bpf_tunnel import TunnelBpf, TunnelBpfError
+
+    bpf = TunnelBpf()
+    fresh = False
+    try:
+        fresh = bpf.load()
+        lo = nl.ifindex("lo")
+        encap = BpfEncap("mip6:probe", bpf.progs["encap"])
+        with _temporary_route(nl, Route(host(_PROBE_DST), _PROBE_TABLE, lo, cfg.proto,
+                                        encap=encap), "bpf xmit route"):  # fmt: skip
+            pass
+    except TunnelBpfError as exc:
+        raise DataPlaneError("probe", "eBPF tunnel", exc.detail) from None
+    finally:
+        bpf.close()
+        if fresh:  # a probe leaves nothing behind; pins a running data plane uses stay
+            with suppress(OSError):
+                bpf.unpin()
+    return "encap bpf xmit route ok"
 
 
 @contextmanager

@@ -278,9 +278,20 @@ def build(
     for limit in (cn_max_bindings, mn_max_bindings):
         if not 1 <= limit <= 1 << 20:
             raise RoBpfError(f"binding map size {limit} is outside 1..{1 << 20}")
+    defines = [f"RO_CN_MAX_BINDINGS={cn_max_bindings}", f"RO_MN_MAX_BINDINGS={mn_max_bindings}"]
+    return compile_object(SOURCE, "ro", defines, cache_dir, clang)
+
+
+def compile_object(
+    source: Path, stem: str, defines: list[str], cache_dir: Path | None = None, clang: str = "clang"
+) -> Path:
+    """``source`` compiled for BPF into the cache, named by a hash of it and the flags;
+    compiled only when no cached copy matches."""
     cache = cache_dir or default_cache_dir()
-    flags = _build_flags(cn_max_bindings, mn_max_bindings)
-    target = cache / f"ro-{build_digest(cn_max_bindings, mn_max_bindings)}.bpf.o"
+    flags = ["-O2", "-g", "-target", "bpf", "-Wall", *(f"-D{d}" for d in defines),
+             *(f"-I{d}" for d in _include_dirs())]  # fmt: skip
+    digest = hashlib.sha256(source.read_bytes() + "\0".join(flags).encode()).hexdigest()[:16]
+    target = cache / f"{stem}-{digest}.bpf.o"
     if target.exists():
         return target
     compiler = shutil.which(clang)
@@ -291,12 +302,12 @@ def build(
         partial = Path(tmp.name)
     try:
         result = subprocess.run(
-            [compiler, *flags, "-c", str(SOURCE), "-o", str(partial)],
+            [compiler, *flags, "-c", str(source), "-o", str(partial)],
             capture_output=True,
             text=True,
         )
         if result.returncode != 0:
-            raise RoBpfError(f"compiling {SOURCE.name} failed: {result.stderr.strip()}")
+            raise RoBpfError(f"compiling {source.name} failed: {result.stderr.strip()}")
         partial.replace(target)  # atomic: a concurrent build finds a whole object or none
     finally:
         partial.unlink(missing_ok=True)

@@ -1,0 +1,419 @@
+"""RFC 2473 IPv6-in-IPv6 from eBPF, for kernels with neither seg6 lightweight tunnels nor
+ip6tnl (CONFIG_LWTUNNEL_BPF and cls_bpf are enough; ``bpf/tunnel.bpf.c``).
+
+The seg6 backend's logic is kept whole: the same routes, rules and proxy entries, the
+same reconciliation. Only the two kernel mechanisms seg6 lacks here are replaced, below
+the backend, by :class:`_BpfNetlink`:
+
+- a tunnel route (``encap seg6 ... segs <peer>``) becomes ``encap bpf xmit`` running the
+  ``encap`` program, whose outer destination is the route's peer, written to a map
+  keyed by the home address (the inner destination on a home agent, the inner source on
+  a mobile node); the route's program name, ``mip6:<program id>:<peer>``, carries the
+  peer back in a dump. The outer source is the one entry of the ``tunsrc`` map (seg6's
+  per-namespace tunnel source);
+- a decapsulation route (``seg6local End.DX6/End.DT6`` in ``decap_table``) becomes an
+  entry of the ``decap`` map read by the ``decap_ingress`` clsact program on every
+  interface: IPv6-in-IPv6 to ``own`` from ``peer`` (or from anyone) loses its outer
+  header and goes on as the inner packet. Dumps list the entries as the routes they
+  stand for, so that reconciliation sees what seg6 would.
+
+A route of an older program (another agent run whose pins are gone) reads back with a
+peer but not as ours, so reconciliation rewrites it and refills the maps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+import struct
+import subprocess
+from dataclasses import replace
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import ro_bpf
+from .base import DataPlaneConfig, DataPlaneError
+from .netlink import (
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    SEG6_LOCAL_ACTION_END_DX6,
+    BpfEncap,
+    Netlink,
+    Route,
+    Seg6Encap,
+    Seg6LocalEncap,
+    host,
+)
+from .seg6 import Seg6DataPlane
+
+SOURCE = Path(__file__).with_name("bpf") / "tunnel.bpf.c"
+PROGRAMS = ("encap", "decap_ingress")
+MAPS = ("by_dst", "by_src", "tunsrc", "decap", "counters")
+COUNTERS = ("encapsulated", "no_peer", "push_failed", "decapsulated", "decap_failed")
+TUNNEL_OVERHEAD = 40  # the outer IPv6 header
+_FILTER_PRIO = 0x6D35  # before the route-optimisation programs
+_FILTER_NAME = "mip6-tunnel-decap"
+_NAME_PREFIX = "mip6:"
+_DECAP_KEY = struct.Struct("16s16s")
+_DECAP_VALUE = struct.Struct("=QIIII")  # packets, ifindex, action, metric, table
+_UNSPECIFIED = IPv6Address("::")
+
+
+class TunnelBpfError(DataPlaneError):
+    def __init__(self, reason: str) -> None:
+        super().__init__("eBPF tunnel", "", reason)
+
+
+def pin_root() -> Path:
+    """Where the pins go: ``MIP6AGENT_BPF_PINS`` (a bpffs mount the caller made, e.g. one
+    that ``ip netns exec`` keeps visible, as /sys is not), else /sys/fs/bpf/mip6agent."""
+    env = os.environ.get("MIP6AGENT_BPF_PINS")
+    return Path(env) if env else ro_bpf.PIN_ROOT
+
+
+def _netns_inode() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def build(cache_dir: Path | None = None) -> Path:
+    """The compiled object, from the cache when the source and flags are unchanged."""
+    try:
+        return ro_bpf.compile_object(SOURCE, "tunnel", [], cache_dir)
+    except ro_bpf.RoBpfError as exc:
+        raise TunnelBpfError(str(exc)) from None
+
+
+class TunnelBpf:
+    """The programs and maps of one network namespace, pinned under
+    ``/sys/fs/bpf/mip6agent/tunnel-<netns inode>``."""
+
+    def __init__(self, root: Path | None = None, cache_dir: Path | None = None) -> None:
+        self.pin_dir = (root or pin_root()) / f"tunnel-{_netns_inode()}"
+        self.cache_dir = cache_dir
+        self.progs: dict[str, int] = {}
+        self.maps: dict[str, int] = {}
+        self.prog_id = 0
+
+    def load(self) -> bool:
+        """Load the programs and maps, or reopen the pinned ones; True if loaded anew."""
+        if self.progs:
+            return False
+        obj = build(self.cache_dir)
+        marker = self.pin_dir / f"build-{obj.name.split('.')[0]}"  # bpffs: no dots
+        pins = [self.pin_dir / "progs" / p for p in PROGRAMS] + [
+            self.pin_dir / "maps" / m for m in MAPS
+        ]
+        try:
+            ro_bpf.ensure_bpffs(self.pin_dir.parent)
+        except (ro_bpf.RoBpfError, OSError) as exc:
+            raise TunnelBpfError(str(exc)) from None
+        fresh = not (marker.is_dir() and all(p.exists() for p in pins))
+        if fresh:
+            self.unpin()
+            bpftool = shutil.which("bpftool")
+            if bpftool is None:
+                raise TunnelBpfError("bpftool not found (Debian: apt install bpftool)")
+            self.pin_dir.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run(
+                [bpftool, "prog", "loadall", str(obj), str(self.pin_dir / "progs"),
+                 "pinmaps", str(self.pin_dir / "maps")],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                self.unpin()
+                raise TunnelBpfError(f"loading {obj.name} failed: {result.stderr.strip()[-400:]}")
+            marker.mkdir()
+        try:
+            self.progs = {p: ro_bpf._obj_get(self.pin_dir / "progs" / p) for p in PROGRAMS}
+            self.maps = {m: ro_bpf._obj_get(self.pin_dir / "maps" / m) for m in MAPS}
+            self.prog_id = ro_bpf._obj_id(self.progs["encap"])
+        except OSError as exc:
+            self.close()
+            raise TunnelBpfError(f"opening the pins under {self.pin_dir}: {exc}") from None
+        return fresh
+
+    def close(self) -> None:
+        for fd in [*self.progs.values(), *self.maps.values()]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.progs, self.maps = {}, {}
+
+    def unpin(self) -> None:
+        if not self.pin_dir.is_dir():
+            return
+        for entry in self.pin_dir.iterdir():
+            if entry.is_dir():
+                for pin in entry.iterdir():
+                    pin.unlink()
+            entry.rmdir() if entry.is_dir() else entry.unlink()
+        self.pin_dir.rmdir()
+
+    # maps
+
+    def _update(self, name: str, key: bytes, value: bytes) -> None:
+        try:
+            ro_bpf._elem(ro_bpf.BPF_MAP_UPDATE_ELEM, self.maps[name], key,
+                         ctypes.create_string_buffer(value, len(value)))  # fmt: skip
+        except OSError as exc:
+            why = "full" if exc.errno == errno.E2BIG else str(exc)
+            raise TunnelBpfError(f"map {name}: {why}") from None
+
+    def _delete(self, name: str, key: bytes) -> bool:
+        try:
+            ro_bpf._elem(ro_bpf.BPF_MAP_DELETE_ELEM, self.maps[name], key, None)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise TunnelBpfError(f"map {name}: {exc}") from None
+        return True
+
+    def _lookup(self, name: str, key: bytes, size: int) -> bytes | None:
+        value = ctypes.create_string_buffer(size)
+        try:
+            ro_bpf._elem(ro_bpf.BPF_MAP_LOOKUP_ELEM, self.maps[name], key, value)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise TunnelBpfError(f"map {name}: {exc}") from None
+        return value.raw
+
+    def _keys(self, name: str, size: int) -> list[bytes]:
+        keys: list[bytes] = []
+        key: bytes | None = None
+        while True:
+            following = ctypes.create_string_buffer(size)
+            try:
+                ro_bpf._elem(ro_bpf.BPF_MAP_GET_NEXT_KEY, self.maps[name], key, following)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return keys
+                raise TunnelBpfError(f"map {name}: {exc}") from None
+            key = following.raw
+            keys.append(key)
+
+    def set_peer(self, map_name: str, home: IPv6Address, peer: IPv6Address) -> None:
+        self._update(map_name, home.packed, peer.packed)
+
+    def drop_peer(self, map_name: str, home: IPv6Address) -> None:
+        self._delete(map_name, home.packed)
+
+    def tunsrc(self) -> IPv6Address:
+        raw = self._lookup("tunsrc", struct.pack("=I", 0), 16)
+        return IPv6Address(raw[:16]) if raw else _UNSPECIFIED
+
+    def set_tunsrc(self, address: IPv6Address) -> None:
+        self._update("tunsrc", struct.pack("=I", 0), address.packed)
+
+    def put_decap(self, own: IPv6Address, peer: IPv6Address | None, route: Route) -> None:
+        key = _DECAP_KEY.pack(own.packed, (peer or _UNSPECIFIED).packed)
+        old = self._lookup("decap", key, _DECAP_VALUE.size)
+        packets = _DECAP_VALUE.unpack(old)[0] if old else 0
+        assert isinstance(route.encap, Seg6LocalEncap)
+        table = route.encap.table or 0
+        value = _DECAP_VALUE.pack(packets, route.oif, route.encap.action, route.metric, table)
+        self._update("decap", key, value)
+
+    def drop_decap(self, own: IPv6Address, peer: IPv6Address | None) -> bool:
+        return self._delete("decap", _DECAP_KEY.pack(own.packed, (peer or _UNSPECIFIED).packed))
+
+    def decaps(self) -> list[tuple[IPv6Address, IPv6Address | None, tuple[int, ...]]]:
+        """(own, peer or None for any, (packets, ifindex, action, metric, table))."""
+        found = []
+        for key in self._keys("decap", _DECAP_KEY.size):
+            raw = self._lookup("decap", key, _DECAP_VALUE.size)
+            if raw is None:
+                continue
+            own, peer = (IPv6Address(k) for k in _DECAP_KEY.unpack(key))
+            found.append((own, None if peer == _UNSPECIFIED else peer, _DECAP_VALUE.unpack(raw)))
+        return found
+
+    def counters(self) -> dict[str, int]:
+        cpus = ro_bpf._possible_cpus()
+        totals = {}
+        for index, name in enumerate(COUNTERS):
+            raw = self._lookup("counters", struct.pack("=I", index), 8 * cpus)
+            totals[name] = sum(struct.unpack(f"={cpus}Q", raw)) if raw else 0
+        return totals
+
+    # the decapsulation filter
+
+    def attach(self, index: int) -> None:
+        with IPRoute() as ipr:
+            try:
+                ipr.tc("add", "clsact", index)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise TunnelBpfError(f"clsact on interface {index}: {exc}") from None
+            try:
+                ipr.tc("replace-filter", "bpf", index, 1, fd=self.progs["decap_ingress"],
+                       name=_FILTER_NAME, parent=0xFFFFFFF2, prio=_FILTER_PRIO,
+                       protocol=0x86DD, direct_action=True)  # fmt: skip
+            except NetlinkError as exc:
+                raise TunnelBpfError(f"decapsulation filter on interface {index}: {exc}") from None
+
+    def detach_all(self) -> None:
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                with contextlib.suppress(NetlinkError):
+                    ipr.tc("del-filter", "bpf", link["index"], 1, parent=0xFFFFFFF2,
+                           prio=_FILTER_PRIO, protocol=0x86DD)  # fmt: skip
+
+
+class _BpfNetlink:
+    """The backend's Netlink, with seg6 tunnel and decapsulation routes carried by eBPF."""
+
+    def __init__(self, nl: Netlink, bpf: TunnelBpf, config: DataPlaneConfig) -> None:
+        self._nl, self._bpf, self._config = nl, bpf, config
+        self._attached: set[int] = set()
+        self.table_home: dict[int, IPv6Address] = {}  # mobile node: table -> home address
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._nl, name)
+
+    # routes
+
+    def _is_decap(self, route: Route) -> bool:
+        return route.table == self._config.decap_table and isinstance(route.encap, Seg6LocalEncap)
+
+    def _home_of(self, route: Route) -> tuple[str, IPv6Address] | None:
+        """The map and key a tunnel route's peer goes in."""
+        if route.table == RT_TABLE_MAIN and route.dst.prefixlen == 128:
+            return "by_dst", route.dst.network_address
+        if route.table in self.table_home:
+            return "by_src", self.table_home[route.table]
+        for rule in self._nl.rules():
+            if rule.table == route.table and rule.src is not None and rule.src.prefixlen == 128:
+                return "by_src", rule.src.network_address
+        return None
+
+    def routes(self, proto: int | None = None) -> list[Route]:
+        found = [self._read(r) for r in self._nl.routes(proto)]
+        cfg = self._config
+        if proto is None or proto == cfg.proto:
+            for own, peer, (_packets, ifindex, action, metric, table) in self._bpf.decaps():
+                if action == SEG6_LOCAL_ACTION_END_DX6:
+                    encap = Seg6LocalEncap(action, nh6=_UNSPECIFIED)
+                else:
+                    encap = Seg6LocalEncap(action, table=table or RT_TABLE_LOCAL)
+                src = host(peer) if peer is not None else None
+                found.append(Route(host(own), cfg.decap_table, ifindex, cfg.proto, src, metric,
+                                   encap))  # fmt: skip
+        return found
+
+    def _read(self, route: Route) -> Route:
+        if not isinstance(route.encap, BpfEncap) or not route.encap.name.startswith(_NAME_PREFIX):
+            return route
+        prog, _, peer = route.encap.name[len(_NAME_PREFIX) :].partition(":")
+        try:
+            address = IPv6Address(peer)
+        except ValueError:
+            return route
+        # Another program's route: same peer, but not equal to what the backend builds.
+        mode = Seg6Encap((address,)).mode if prog == str(self._bpf.prog_id) else -1
+        return replace(route, encap=Seg6Encap((address,), mode))
+
+    def replace_route(self, route: Route, what: str) -> None:
+        if self._is_decap(route):
+            self._put_decap(route)
+        elif isinstance(route.encap, Seg6Encap):
+            self._put_tunnel(route, what, create=False)
+        else:
+            self._nl.replace_route(route, what)
+
+    def create_route(self, route: Route, what: str) -> None:
+        if isinstance(route.encap, Seg6Encap) and not self._is_decap(route):
+            self._put_tunnel(route, what, create=True)
+        else:
+            self.replace_route(route, what)
+
+    def delete_route(self, route: Route, what: str) -> bool:
+        if self._is_decap(route):
+            own = route.dst.network_address
+            return self._bpf.drop_decap(own, route.src.network_address if route.src else None)
+        if isinstance(route.encap, Seg6Encap):
+            target = self._home_of(route)
+            gone = self._nl.delete_route(replace(route, encap=None), what)
+            if target is not None:
+                self._bpf.drop_peer(*target)
+            return gone
+        return self._nl.delete_route(route, what)
+
+    def _put_tunnel(self, route: Route, what: str, create: bool) -> None:
+        assert isinstance(route.encap, Seg6Encap)
+        target = self._home_of(route)
+        if target is None:
+            raise DataPlaneError("install", what, "no home address uses this table")
+        peer = route.encap.segments[0]
+        self._bpf.set_peer(*target, peer)
+        name = f"{_NAME_PREFIX}{self._bpf.prog_id}:{peer}"
+        real = replace(route, encap=BpfEncap(name, self._bpf.progs["encap"]))
+        if create:
+            self._nl.create_route(real, what)
+        else:
+            self._nl.replace_route(real, what)
+
+    def _put_decap(self, route: Route) -> None:
+        if route.oif not in self._attached:
+            for name in self._nl.link_names():
+                index = self._nl.ifindex(name)
+                if name != "lo" and index not in self._attached:
+                    self._bpf.attach(index)
+                    self._attached.add(index)
+        self._bpf.put_decap(
+            route.dst.network_address, route.src.network_address if route.src else None, route
+        )
+
+    # the tunnel source
+
+    def tunsrc(self) -> IPv6Address | None:
+        return self._bpf.tunsrc()
+
+    def set_tunsrc(self, address: IPv6Address) -> bool:
+        self._bpf.set_tunsrc(address)
+        return True
+
+    @property
+    def tunsrc_unavailable(self) -> str | None:
+        return None
+
+
+class BpfTunnelDataPlane(Seg6DataPlane):
+    """The seg6 backend's objects, with eBPF doing the encapsulation (see module doc)."""
+
+    name = "bpf"
+
+    def __init__(self, config: DataPlaneConfig | None = None, netlink: Netlink | None = None):
+        super().__init__(config, netlink)
+        self._bpf = TunnelBpf()
+        self._bpf.load()
+        self._real_nl = self._nl
+        self._nl = _BpfNetlink(self._real_nl, self._bpf, self.config)  # type: ignore[assignment]
+
+    def counters(self) -> dict[str, int]:
+        return self._bpf.counters()
+
+    def _mn_install(
+        self, hoa: IPv6Address, coa: IPv6Address, ha_addr: IPv6Address, index: int, table: int
+    ) -> None:
+        # The reverse route's peer is keyed by the home address, which the table's rule
+        # names; the rule comes after the route, so write the peer first.
+        assert isinstance(self._nl, _BpfNetlink)
+        self._nl.table_home[table] = hoa
+        super()._mn_install(hoa, coa, ha_addr, index, table)
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        self._bpf.detach_all()
+        self._bpf.close()
+        self._bpf.unpin()
+
+    def close(self) -> None:
+        self._bpf.close()
+        self._real_nl.close()
