@@ -92,11 +92,15 @@ def our_mn(
     hoa: IPv6Address,
     home_agent: IPv6Address | None = HA_ADDRESS,
     authenticated: bool = False,
+    correspondents: list[IPv6Address] | None = None,
 ) -> AgentProcess:
     home = {"address": f"{hoa}/64", "interface": "eth0"}
     if home_agent is not None:
         home["home_agent"] = str(home_agent)
     mobile_node: dict = {"home_addresses": [home], "interfaces": ["eth0"]}
+    if correspondents:
+        mobile_node["route_optimization"] = True
+        mobile_node["correspondents"] = [str(c) for c in correspondents]
     config: dict = {"role": "mn", "dataplane": "ip6tnl", "mobile_node": mobile_node}
     if authenticated:
         config["keys_file"] = str(write_keys(directory / "keys", KEY_HEX))
@@ -569,8 +573,9 @@ def test_our_mn_our_ha_authenticated(case_dir: Path, record: dict) -> None:
 
 
 def test_our_cn_umip_mn(case_dir: Path, record: dict) -> None:
-    """UMIP's MN tries route optimization with our CN (no route optimization): Binding
-    Error status 2 for its HoTI/CoTI, and its traffic keeps going through the tunnel."""
+    """UMIP's MN tries route optimization with our CN (``route_optimization: false``):
+    Binding Error status 2 for its HoTI/CoTI, and its traffic keeps going through the
+    tunnel. The route-optimized counterpart is test_our_cn_umip_mn_route_optimization."""
     hoa = HOA_L_CLEAR
     with ExitStack() as stack:
         topo, _captures = stack.enter_context(interop_topology(case_dir))
@@ -665,3 +670,242 @@ def test_umip_route_optimization_reference(case_dir: Path, record: dict) -> None
     data_hao = [p for p in echoes(packets) if "ipv6.opt.mipv6.home_address" in p]
     record["data_rh2"], record["data_hao"] = len(data_rh2), len(data_hao)
     assert data_rh2 and data_hao, "no route-optimized data packets (RH2 from CN, HAO from MN)"
+
+
+# --- route optimization between our agents and UMIP's (issues 12 and 13) ----------------
+
+
+def frame_times(path: Path) -> dict[int, float]:
+    """Frame number -> capture time (epoch seconds) of every frame of a capture."""
+    args = ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number"]
+    args += ["-e", "frame.time_epoch"]
+    result = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300)
+    times = {}
+    for line in result.stdout.splitlines():
+        number, _, stamp = line.partition("\t")
+        if number and stamp:
+            times[int(number)] = float(stamp)
+    return times
+
+
+def has(packet: dict[str, str], name: str, value: object) -> bool:
+    """``value`` is among the field's values (tunnelled packets list every layer's)."""
+    return str(value) in packet.get(name, "").split(",")
+
+
+def check_route_optimization(
+    case_dir: Path,
+    packets: list[dict[str, str]],
+    hoa: IPv6Address,
+    coa: IPv6Address,
+    bound_at: float,
+    record: dict,
+) -> None:
+    """Return routability with the CN and the route-optimized echo flow, on the wire.
+
+    - HoTI, HoT, CoTI and CoT between the CN and the HoA / CoA;
+    - every correspondent BU carries Nonce Indices and Binding Authorization Data; every
+      BU with the A bit has the CN's BA with its sequence number and status 0;
+    - echo packets from the CN to the CoA with a Type 2 Routing Header naming the HoA, and
+      from the CoA to the CN with a Home Address option naming the HoA;
+    - after ``bound_at`` (both sides showed the binding) no echo packet of the flow on the
+      home link: nothing went through the home agent's tunnel.
+    """
+    cn = str(CN_ADDRESS)
+    seen = {RO_TYPES[t] for p in packets if (t := p.get("mip6.mhtype")) in RO_TYPES}
+    record["mh_types_seen"] = sorted(seen)
+    hoti = [p for p in mh(packets, 1) if has(p, "ipv6.dst", cn) and has(p, "ipv6.src", hoa)]
+    coti = [p for p in mh(packets, 2) if has(p, "ipv6.dst", cn) and has(p, "ipv6.src", coa)]
+    hot = [p for p in mh(packets, 3) if has(p, "ipv6.src", cn) and has(p, "ipv6.dst", hoa)]
+    cot = [p for p in mh(packets, 4) if has(p, "ipv6.src", cn) and has(p, "ipv6.dst", coa)]
+    record["rr_on_wire"] = {"HoTI": len(hoti), "CoTI": len(coti), "HoT": len(hot), "CoT": len(cot)}
+    assert hoti and coti and hot and cot, f"return routability incomplete: {record['rr_on_wire']}"
+    # The HoTI and HoT take the tunnel: on the home link they are inside IPv6-in-IPv6.
+    assert any(p["link"] == "home" for p in hoti), "no HoTI through the home agent"
+    assert all(p["link"] != "home" for p in coti + cot), "CoTI/CoT went through the home link"
+    bus = [p for p in mh(packets, 5) if has(p, "ipv6.dst", cn)]
+    record["cn_bu"] = [
+        {k: p.get(k) for k in ("link", "mip6.bu.seqnr", "mip6.bu.a_flag", "mip6.bu.lifetime")}
+        for p in bus
+    ]
+    assert bus, "no Binding Update to the CN"
+    assert all("mip6.ni.hni" in p and "mip6.ni.cni" in p for p in bus), "BU without Nonce Indices"
+    assert all("mip6.bad.auth" in p for p in bus), "BU without Binding Authorization Data"
+    assert all(has(p, "ipv6.opt.mipv6.home_address", hoa) for p in bus), "BU without HAO"
+    bas = [p for p in mh(packets, 6) if has(p, "ipv6.src", cn)]
+    statuses = {p["mip6.ba.seqnr"]: p["mip6.ba.status"] for p in bas}
+    record["cn_ba_statuses"] = statuses
+    acked = [p["mip6.bu.seqnr"] for p in bus if p.get("mip6.bu.a_flag") == "1"]
+    answered = [s for s in acked if s in statuses]
+    assert not acked or answered, f"BUs with A and no BA from the CN: {acked}"
+    assert all(statuses[s] == "0" for s in answered), f"CN BA statuses: {statuses}"
+    assert all("ipv6.routing.type" in p for p in bas), "the CN's BA lacks a Type 2 Routing Header"
+    data = echoes(packets)
+    rh2 = [
+        p
+        for p in data
+        if p.get("ipv6.routing.type") == "2"
+        and has(p, "ipv6.src", cn)
+        and has(p, "ipv6.dst", coa)
+        and has(p, "ipv6.routing.mipv6.home_address", hoa)
+    ]
+    hao = [
+        p
+        for p in data
+        if has(p, "ipv6.opt.mipv6.home_address", hoa)
+        and has(p, "ipv6.src", coa)
+        and has(p, "ipv6.dst", cn)
+    ]
+    record["data_rh2"], record["data_hao"] = len(rh2), len(hao)
+    assert rh2, "no echo from the CN to the CoA with a Type 2 Routing Header"
+    assert hao, "no echo from the CoA to the CN with a Home Address option"
+    times = {link: frame_times(case_dir / "pcap" / f"{link}.pcap") for link in ALL_LINKS}
+    after = [p for p in data if times[p["link"]].get(int(p["frame.number"]), 0) > bound_at]
+    tunnelled = [p for p in after if p["link"] == "home" and has(p, "ipv6.dst", cn)]
+    tunnelled += [p for p in after if p["link"] == "home" and has(p, "ipv6.src", cn)]
+    direct = [p for p in after if p in rh2 or p in hao]
+    record["echoes_after_binding"] = {"direct": len(direct), "via_home_link": len(tunnelled)}
+    assert direct, "no route-optimized echo after the binding"
+    assert not tunnelled, (
+        "echoes of the flow still through the home agent after route optimization: "
+        + ", ".join(f"frame {p['frame.number']}" for p in tunnelled[:10])
+    )
+
+
+def traffic_direct(topo: Topology, hoa: IPv6Address, record: dict) -> float:
+    """Echo both ways once both sides hold the binding; returns when that began."""
+    time.sleep(1)  # packets of the tunnelled flow still in flight
+    bound_at = time.time()
+    for _ in range(4):
+        traffic_both_ways(topo, hoa, "route optimized")
+    record["bound_at"] = bound_at
+    return bound_at
+
+
+def test_our_cn_umip_mn_route_optimization(case_dir: Path, record: dict) -> None:
+    """UMIP's MN completes return routability with our CN (``route_optimization: true``,
+    the kernel MIP6 XFRM backend in the VM) and their echo flow goes direct: RH2 from the
+    CN to the CoA, the Home Address option from the CoA, nothing through our HA."""
+    hoa = HOA_L_CLEAR
+    with ExitStack() as stack:
+        topo, _captures = stack.enter_context(interop_topology(case_dir))
+        ha = stack.enter_context(our_ha(topo, case_dir / "ha"))
+        cn = stack.enter_context(
+            AgentProcess(
+                topo.ns["cn"],
+                case_dir / "cn",
+                {"role": "cn", "correspondent_node": {"route_optimization": True}},
+            )
+        )
+        conf = mn_conf(f"{hoa}/64", HA_ADDRESS, route_optimization=True)
+        umip = Mip6d(MIP6D, topo.ns["mn"], case_dir / "umip-mn", conf)
+        stack.callback(umip.stop)
+        started = time.monotonic()
+        umip.start()
+        coa = topo.mn_address("foreign1")
+        wait_until(lambda: our_binding(ha, hoa) is not None, deadline=SETTLE, what="binding")
+        log_step(record, "home_registered", started)
+        record["cn_status"] = cn.call("status")
+
+        def cn_binding() -> dict | None:
+            rows = cn.call("bindings")
+            return next((b for b in rows if b.get("home_address") == str(hoa)), None)
+
+        # Traffic between the HoA and the CN is what makes UMIP start return routability.
+        step = time.monotonic()
+        wait_until(
+            lambda: (
+                (traffic_both_ways(topo, hoa, "during return routability") or True)
+                and (cn_binding() or {}).get("dataplane_care_of_address") == str(coa)
+            ),
+            deadline=SETTLE,
+            interval=1,
+            what=f"our CN's binding {hoa} -> {coa} in its data path",
+        )
+        wait_until(
+            lambda: any(
+                e.peer == CN_ADDRESS and e.care_of_address == coa
+                for e in umip.binding_update_list()
+                if e.home_address == hoa
+            ),
+            deadline=SETTLE,
+            what="UMIP's BUL entry for our CN",
+        )
+        log_step(record, "route_optimized", step)
+        bound_at = traffic_direct(topo, hoa, record)
+        binding = cn_binding()
+        record["cn_binding"] = binding
+        assert binding is not None and binding["care_of_address"] == str(coa), binding
+        assert binding["dataplane_packets"] > 0, f"the XFRM states carried nothing: {binding}"
+        counters = cn.call("counters")
+        record["cn_counters"] = {
+            k: v for k, v in counters.items() if k.startswith(("mh_", "ba_", "be_", "rr_", "cn_"))
+        }
+        for name in ("mh_in.hoti", "mh_in.coti", "mh_out.hot", "mh_out.cot", "mh_in.bu"):
+            assert counters.get(name, 0) >= 1, f"our CN's {name} is {counters.get(name)}"
+        assert counters.get("cn_binding_updates", 0) >= 1, counters
+        record["cn_status_after"] = cn.call("status")
+        record["umip_bul"] = umip.vt("bul")
+        (case_dir / "umip-mn" / "bul.txt").write_text(record["umip_bul"])
+    check_umip_log(umip, record)
+    packets = check_wire(case_dir, record)
+    check_home_registrations(packets, HA_ADDRESS, record, minimum=1)
+    check_route_optimization(case_dir, packets, hoa, coa, bound_at, record)
+
+
+def test_our_mn_umip_cn_route_optimization(case_dir: Path, record: dict) -> None:
+    """Our MN (``route_optimization: true``, the CN in ``correspondents``) completes return
+    routability with UMIP's CN, registered with UMIP's HA, and their echo flow goes direct:
+    RH2 from the CN to the CoA, the Home Address option from the CoA, nothing via the HA."""
+    hoa = HOA_L_CLEAR
+    with ExitStack() as stack:
+        topo, _captures = stack.enter_context(interop_topology(case_dir))
+        umip_ha = Mip6d(MIP6D, topo.ns["ha"], case_dir / "umip-ha", ha_conf())
+        stack.callback(umip_ha.stop)
+        umip_ha.start()
+        umip_cn = Mip6d(MIP6D, topo.ns["cn"], case_dir / "umip-cn", cn_conf())
+        stack.callback(umip_cn.stop)
+        umip_cn.start()
+        started = time.monotonic()
+        mn = stack.enter_context(our_mn(topo, case_dir / "mn", hoa, correspondents=[CN_ADDRESS]))
+        coa = topo.mn_address("foreign1")
+        wait_until(
+            lambda: umip_binding(umip_ha, hoa) == str(coa), deadline=SETTLE, what="home binding"
+        )
+        log_step(record, "home_registered", started)
+        record["mn_status"] = mn.call("status")
+
+        def entry() -> dict:
+            rows = mn.call("correspondents")
+            return next((r for r in rows if r.get("correspondent") == str(CN_ADDRESS)), {})
+
+        step = time.monotonic()
+        wait_until(
+            lambda: entry().get("state") == "bound" and entry().get("dataplane") == str(coa),
+            deadline=SETTLE,
+            interval=1,
+            what=f"our MN's correspondent entry bound at {coa} in its data path",
+        )
+        wait_until(
+            lambda: umip_binding(umip_cn, hoa, "cached") == str(coa),
+            deadline=SETTLE,
+            what="UMIP CN's binding for our MN",
+        )
+        log_step(record, "route_optimized", step)
+        bound_at = traffic_direct(topo, hoa, record)
+        row = entry()
+        record["mn_correspondent"] = row
+        assert row["home_token"] and row["careof_token"], row
+        assert row["packets"] > 0, f"the MN's data path carried nothing: {row}"
+        counters = mn.call("counters")
+        record["mn_counters"] = {
+            k: v for k, v in counters.items() if k.startswith(("mh_", "ba_", "be_", "rr_", "retr"))
+        }
+        record["mn_status_after"] = mn.call("status")
+        record["umip_cn_bc"] = umip_cn.vt("bc")
+        (case_dir / "umip-cn" / "bc.txt").write_text(record["umip_cn_bc"])
+    for daemon in (umip_ha, umip_cn):
+        check_umip_log(daemon, record)
+    packets = check_wire(case_dir, record)
+    check_home_registrations(packets, HA_ADDRESS, record, minimum=1)
+    check_route_optimization(case_dir, packets, hoa, coa, bound_at, record)
