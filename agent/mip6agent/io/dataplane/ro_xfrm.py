@@ -299,8 +299,8 @@ class RoXfrm:
         out = self._ip("xfrm", "policy", "list")
         for block in re.split(r"(?m)^(?=src )", out):
             words = block.split()
-            if len(words) < 4 or "priority" not in words:
-                continue
+            if len(words) < 4 or "priority" not in words or "dir" not in words:
+                continue  # socket policies have no direction
             priority = int(words[words.index("priority") + 1])
             if priority not in (PRIORITY, MN_PRIORITY, MN_BYPASS_PRIORITY):
                 continue
