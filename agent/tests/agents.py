@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dataplane_probe import require_dataplane
 from mip6agent.control.client import call
 from mip6agent.control.protocol import ControlError
 
@@ -28,7 +29,13 @@ def write_keys(directory: Path, key_hex: str = KEY_HEX, nai: str = NAI) -> Path:
 
 
 class AgentProcess:
-    """One agent in one namespace; ``with`` guarantees it is stopped."""
+    """One agent in one namespace; ``with`` guarantees it is stopped.
+
+    A home agent or mobile node needs a data plane: on a kernel with none, :meth:`start`
+    skips the test (:func:`dataplane_probe.require_dataplane`) rather than fail it. A test
+    that wants such an agent to fail before the data plane matters sets
+    ``needs_dataplane`` to False.
+    """
 
     def __init__(self, namespace: str, directory: Path, config: dict[str, Any]) -> None:
         self.namespace = namespace
@@ -46,6 +53,7 @@ class AgentProcess:
         self.log = directory / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.environ: dict[str, str] = {}  # added to this process's environment at start
+        self.needs_dataplane = self.config.get("role") in ("ha", "mn")
 
     def write_config(self) -> None:
         self.path.write_text(yaml.safe_dump(self.config))
@@ -53,6 +61,8 @@ class AgentProcess:
     def start(self, wait: float = 60.0, reconciled: bool = True) -> AgentProcess:
         """Start and wait until the control socket answers, and (``reconciled``) until a
         home agent has reconciled the kernel with its restored bindings."""
+        if self.needs_dataplane:
+            require_dataplane()
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
             [

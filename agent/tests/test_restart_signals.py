@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from agents import AgentProcess
+from dataplane_probe import require_dataplane
 from mip6agent.control.client import call
 from mip6agent.control.protocol import ControlError
 
@@ -44,6 +45,7 @@ RECONCILED = re.compile(
 
 @pytest.fixture
 def seeded() -> Iterator[tuple[str, AgentProcess]]:
+    require_dataplane("seg6")  # the kernel is seeded with seg6 routes, as the agent leaves
     with lab() as the_lab:
         ha, _lg = build_link(the_lab)
         the_lab.sysctl(ha, "net.ipv6.route.max_size", str(4 * N))

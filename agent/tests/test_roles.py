@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dataplane_probe import require_dataplane
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("agent", "ha", "mn", "cn")
@@ -769,6 +770,7 @@ def lab_agents(rendered: dict[str, Path], tmp_path: Path):
     roles rendered for them; only control_socket and state_dir are moved under tmp_path."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("needs root and ip(8) for network namespaces")
+    require_dataplane()  # ha1 and mn1 cannot start on a kernel without one
     tag = f"m6t{os.getpid() % 100000}"
     hosts = {"ha1": "2001:db8:1::1/64", "mn1": "2001:db8:1::100/64", "cn1": None}
     processes, sockets = [], {}
