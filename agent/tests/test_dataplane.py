@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from agents import wait_until
+from dataplane_probe import require_dataplane
 from mip6agent.io.dataplane import (
     RTPROT_MIP6,
     BackendUnavailableError,
@@ -74,7 +75,6 @@ LINKTYPE_ETHERNET = 1
 OTHER_HOA = IPv6Address("2001:db8:1::200")
 OTHER_COA = IPv6Address("2001:db8:3::200")
 BACKENDS: dict[str, type[KernelBackend]] = {"seg6": Seg6DataPlane, "ip6tnl": Ip6tnlDataPlane}
-_probed: list[Capabilities] = []  # one probe per test session: the kernel does not change
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -82,24 +82,13 @@ _probed: list[Capabilities] = []  # one probe per test session: the kernel does 
 
 @pytest.fixture(params=list(BACKENDS))
 def kind(request: pytest.FixtureRequest) -> str:
-    """The backend a real-kernel test runs on; see :func:`require_backend`."""
+    """The backend a real-kernel test runs on (skipped without it: ``require_dataplane``)."""
     return str(request.param)
-
-
-def require_backend(topo: Topology, kind: str) -> None:
-    """Skip unless this kernel has the backend; the probe runs in a test namespace."""
-    if not _probed:
-        with topo.inside("ha"):
-            _probed.append(probe())
-    caps = _probed[0]
-    if not getattr(caps, kind):
-        where = " (lab/kernel-vm/run.sh runs it on a Debian kernel)" if kind == "ip6tnl" else ""
-        pytest.skip(f"this kernel has no {kind}: {caps.reasons.get(kind, '?')}{where}")
 
 
 def backends(topo: Topology, kind: str = "seg6") -> tuple[Any, Any]:
     """Backends of ``kind`` built inside the HA and MN namespaces (closed with the topology)."""
-    require_backend(topo, kind)
+    require_dataplane(kind)
     backend = BACKENDS[kind]
     return topo.in_node("ha", backend), topo.in_node("mn", backend)
 
@@ -226,7 +215,9 @@ def test_probe_reports_what_the_kernel_really_has(make_topology: Any) -> None:
         return config.get(option) in ("y", "m")
 
     assert caps.seg6 == (config.get("CONFIG_IPV6_SEG6_LWTUNNEL") == "y"), caps.describe()
-    assert caps.subtrees == (config.get("CONFIG_IPV6_SUBTREES") == "y"), caps.describe()
+    # The subtrees probe is a source-specific seg6 route: without seg6 it cannot say yes.
+    subtrees = config.get("CONFIG_IPV6_SUBTREES") == "y" and caps.seg6
+    assert caps.subtrees == subtrees, caps.describe()
     assert caps.ip6tnl == built("CONFIG_IPV6_TUNNEL"), caps.describe()
     assert caps.esp == built("CONFIG_INET6_ESP"), caps.describe()
     assert caps.mip6 == built("CONFIG_IPV6_MIP6"), caps.describe()
@@ -1182,7 +1173,7 @@ def test_ip6tnl_reconcile_dumps_do_not_grow_with_bindings() -> None:
 @needs_root
 def test_seg6_reconcile_dumps_do_not_grow_with_bindings(make_topology: Any) -> None:
     topo = make_topology(mn_link="foreign1")
-    require_backend(topo, "seg6")
+    require_dataplane("seg6")
 
     def make(kernel: Any = None) -> tuple[Any, Any]:
         proxy = topo.in_node("ha", CountingNetlink)  # a new socket: a restarted agent
@@ -1256,7 +1247,7 @@ def _route_from_ip_json(pairs: list[tuple[str, Any]], indexes: dict[str, int]) -
 @needs_root
 def test_raw_dump_parsers_read_what_the_kernel_sends_as_iproute2_does(make_topology: Any) -> None:
     topo = make_topology(mn_link="foreign1")
-    require_backend(topo, "seg6")
+    require_dataplane("seg6")
     topo.ip("ha", "link", "add", "side0", "type", "veth", "peer", "name", "side1")
     for dev in ("side0", "side1"):
         topo.ip("ha", "link", "set", dev, "up")
