@@ -737,7 +737,8 @@ def test_role_refuses_to_apply_without_esp_and_leaves_no_policy(ansible: Ansible
             "mip6_ipsec_backend": "xfrm",
             "mip6_ipsec_node": "home_agent",
         },
-        "swanctl-mn": IPSEC_HOSTS["swanctl-mn"],
+        # Transport: tunnel mode with apply is refused before the probe (test_ipsec_esp.py).
+        "swanctl-mn": {**IPSEC_HOSTS["swanctl-mn"], "mip6_ipsec_mode": "transport"},
     }
     hosts = _with_paths(ansible.base / "apply", chosen)
     for hostvars in hosts.values():

@@ -20,8 +20,9 @@ CACHE=${KVM_CACHE:-$REPO/.cache/kernel-vm}
 MIRROR=${KVM_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 VENV=/opt/mip6
-# What the tests import (the agent itself comes from the checkout at run time).
-PIP_PACKAGES=(dpkt pyroute2 PyYAML pytest hypothesis)
+# What the tests import (the agent itself comes from the checkout at run time); ansible-core
+# runs the ipsec role itself in agent/tests/test_ipsec_esp.py.
+PIP_PACKAGES=(dpkt pyroute2 PyYAML pytest hypothesis ansible-core)
 LOCK=/run/lock/mip6-kernel-vm-image.lock
 
 log() { echo "kernel-vm image: $*" >&2; }

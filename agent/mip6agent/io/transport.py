@@ -1,7 +1,13 @@
 """Mobile IPv6 signaling I/O from userspace, without kernel MIP6 support.
 
-Sending uses one header-included raw socket (``IPPROTO_RAW``): callers hand over whole
-packets from :func:`mip6agent.wire.build_packet`. Receiving uses four raw sockets:
+Sending: callers hand over whole packets from :func:`mip6agent.wire.build_packet`. Most go
+out through one header-included raw socket (``IPPROTO_RAW``). A packet with no extension
+header whose upper layer an IPsec policy selects (a Mobility Header, or ICMPv6 DHAAD and
+Mobile Prefix Solicitation/Advertisement) from a global source goes through a raw socket of
+its own protocol instead, so that the kernel's xfrm lookup sees its protocol and MH or
+ICMPv6 type (a header-included packet is looked up as protocol 255, and policies on
+``proto mobility-header type 5`` would never apply to it; docs/ipsec.md). Receiving uses
+four raw sockets:
 
 - protocol 135 (Mobility Header) for plain MH;
 - protocol 60 (Destination Options) for the copy of packets with a Home Address option,
@@ -17,6 +23,7 @@ socket it came from. docs/transport.md lists which socket gets which packet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import enum
 import logging
@@ -91,9 +98,21 @@ _PROTOCOLS = {
 _ICMP6_FILTER = 1
 _SO_ATTACH_FILTER = 26
 _IPV6_FREEBIND = 78
+_IPV6_AUTOFLOWLABEL = 70
 _IFA_F_OPTIMISTIC = 0x04
 _IFA_F_DADFAILED = 0x08
 _IFA_F_TENTATIVE = 0x40
+
+# ICMPv6 types sent through a protocol socket (see the module docstring); ND stays
+# header-included (its sources may be :: or tentative).
+_FLOW_ICMPV6_TYPES = frozenset(
+    {
+        ICMPv6Type.HAAD_REQUEST,
+        ICMPv6Type.HAAD_REPLY,
+        ICMPv6Type.MOBILE_PREFIX_SOLICITATION,
+        ICMPv6Type.MOBILE_PREFIX_ADVERTISEMENT,
+    }
+)
 
 _IPV6 = struct.Struct("!IHBB16s16s")
 _PKTINFO = struct.Struct("=16sI")
@@ -511,6 +530,7 @@ class SignalingTransport:
         self.clock = clock
         self.counters = TransportCounters()
         self._send_sock: socket.socket | None = None
+        self._flow_socks: dict[int, socket.socket] = {}  # protocol -> send socket
         self._receivers: list[_Receiver] = []
         self._netlink: _Netlink | None = None
         self._groups: dict[tuple[IPv6Address, int], int] = {}  # group -> joins
@@ -550,6 +570,21 @@ class SignalingTransport:
             send.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
         except OSError:  # before Linux 4.15: only local sources can be routed by
             log.debug("IPV6_FREEBIND not supported; sending from non-local sources will fail")
+        # Opened here, in the namespace of open(), like every other socket.
+        for proto in (IPPROTO_MH, IPPROTO_ICMPV6):
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, proto)
+            self._flow_socks[proto] = sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)
+            _attach_filter(sock, [(0x06, 0, 0, 0)])  # it never reads: keep no copies
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            # The packet as built: no flow label of the kernel's, and (MH) our checksum as it
+            # is; ICMPv6 sockets always compute theirs (the same, from the same pseudo-header).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_AUTOFLOWLABEL, 0)
+            if proto == IPPROTO_MH:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, -1)
+            with contextlib.suppress(OSError):  # as for the header-included socket
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
         self._netlink = _Netlink()
         if self.receive_mh:
             sock = self._receive_socket(VIA_MH, ancillary_headers=True)
@@ -594,6 +629,9 @@ class SignalingTransport:
         if self._send_sock is not None:
             self._send_sock.close()
             self._send_sock = None
+        for sock in self._flow_socks.values():
+            sock.close()
+        self._flow_socks.clear()
         self._pending.clear()
 
     def __enter__(self) -> SignalingTransport:
@@ -629,12 +667,39 @@ class SignalingTransport:
         flow_src = _FLOW_SOURCE_FOR_UNSPECIFIED if src == UNSPECIFIED else src
         info = _PKTINFO.pack(flow_src.packed, ifindex or 0)
         ancillary = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)]
+        proto = self._flow_protocol(packet, src, target)
+        data = [packet]
+        if proto is not None:
+            # The kernel builds the IPv6 header from the flow: the same source, destination,
+            # hop limit and traffic class; it fills in the checksum (same pseudo-header).
+            sock = self._flow_socket(proto)
+            data = [packet[40:]]
+            tclass = (struct.unpack_from("!I", packet)[0] >> 20) & 0xFF
+            ancillary += [
+                (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, _INT.pack(packet[7])),
+                (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, _INT.pack(tclass)),
+            ]
         try:
-            sock.sendmsg([packet], ancillary, 0, address)
+            sock.sendmsg(data, ancillary, 0, address)
         except OSError:
             self.counters.send_errors += 1
             raise
         self.counters.sent += 1
+
+    @staticmethod
+    def _flow_protocol(packet: bytes, src: IPv6Address, dst: IPv6Address) -> int | None:
+        """The protocol socket for this packet, or None for the header-included one."""
+        if src.is_unspecified or src.is_link_local or dst.is_multicast or dst.is_link_local:
+            return None
+        next_header = packet[6]
+        if next_header == IPPROTO_MH and len(packet) >= 44:
+            return IPPROTO_MH
+        if next_header == IPPROTO_ICMPV6 and len(packet) >= 44 and packet[40] in _FLOW_ICMPV6_TYPES:
+            return IPPROTO_ICMPV6
+        return None
+
+    def _flow_socket(self, proto: int) -> socket.socket:
+        return self._flow_socks[proto]
 
     def interface_info(self, ifindex: int) -> InterfaceInfo:
         """MAC and link-local address of an interface, over rtnetlink."""
