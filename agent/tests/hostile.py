@@ -678,10 +678,12 @@ def process_facts(pid: int) -> dict[str, int]:
     return facts
 
 
-def seg6_route_for(topo: Any, home: IPv6Address) -> str | None:
+def tunnel_route_for(topo: Any, home: IPv6Address) -> str | None:
+    """The home agent's tunnel route for ``home``: seg6 or eBPF (``encap bpf``) encap."""
     out = topo.ip("ha", "-6", "route", "show", "table", "all")
     for line in out.splitlines():
-        if line.split(" ", 1)[0] in (str(home), f"{home}/128") and "seg6" in line:
+        first = line.split(" ", 1)[0]
+        if first in (str(home), f"{home}/128") and ("seg6" in line or "encap bpf" in line):
             return line
     return None
 

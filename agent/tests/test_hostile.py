@@ -287,12 +287,12 @@ def test_special_addresses_in_every_address_field(tmp_path: Path) -> None:
         # can carry timestamps out of order, and the later-sent one is then a replay (144).
         fresh = CANARY_HOA + 0x50
         registration = canary.register(home=fresh, deadline=5)
-        route = h.seg6_route_for(topo, fresh) if registration.status == ACCEPTED else None
+        route = h.tunnel_route_for(topo, fresh) if registration.status == ACCEPTED else None
         if route is None:
             wait = time.monotonic() + 3
             while route is None and time.monotonic() < wait:
                 time.sleep(0.1)
-                route = h.seg6_route_for(topo, fresh)
+                route = h.tunnel_route_for(topo, fresh)
         only = set(the.bindings())
         report(
             "special_addresses",
@@ -305,7 +305,7 @@ def test_special_addresses_in_every_address_field(tmp_path: Path) -> None:
             problems=problems,
         )
         assert registration.status == ACCEPTED, "a new registration after the 96-octet BUs"
-        assert route is not None, "the action loop installs the new registration's seg6 route"
+        assert route is not None, "the action loop installs the new registration's tunnel route"
         assert only == {str(CANARY_HOA), str(fresh)}, f"no binding for a special address: {only}"
         served(during_stats, "during")
         served(after, "after")
@@ -341,7 +341,7 @@ def test_mutation_fuzz_keeps_the_agent_alive_and_serving(tmp_path: Path) -> None
         route = None
         end = time.monotonic() + 3
         while route is None and time.monotonic() < end:
-            route = h.seg6_route_for(topo, fresh)
+            route = h.tunnel_route_for(topo, fresh)
             time.sleep(0.05)
         time.sleep(1.0)
         canary.stop()

@@ -1255,7 +1255,7 @@ def test_role_variables_map_one_to_one_onto_the_agent_schema() -> None:
                 expected = None if default == "null" else json.loads(default.strip("`"))
                 assert option.get("default") == expected, (role, variable, expected)
         seen.add(variable)
-    assert len(seen) == 7 + 17 + 15 + 2 + 5
+    assert len(seen) == 7 + 17 + 17 + 2 + 5
 
 
 def test_docs_list_every_variable() -> None:
