@@ -254,7 +254,10 @@ def test_select_backend_picks_seg6_here_and_explains_refusals(make_topology: Any
     with pytest.raises(BackendUnavailableError) as nothing:
         select_backend("auto", capabilities=neither)
     message = str(nothing.value)
-    assert message.startswith("this kernel has neither seg6 lightweight tunnels nor ip6tnl: ")
+    assert message.startswith(
+        "this kernel has neither seg6 lightweight tunnels nor ip6tnl, and the eBPF tunnel "
+        "does not work: "
+    )
     assert "Unknown device type" in message and "\n" not in message
     with pytest.raises(ValueError):
         select_backend("gre", capabilities=neither)  # type: ignore[arg-type]
