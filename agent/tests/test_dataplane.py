@@ -39,6 +39,7 @@ from mip6agent.io.dataplane import (
     probe,
     select_backend,
 )
+from mip6agent.io.dataplane.bpf_tunnel import BpfTunnelDataPlane
 from mip6agent.io.dataplane.common import KernelBackend
 from mip6agent.io.dataplane.netlink import (
     _RTMSG,
@@ -74,7 +75,11 @@ HOME = "eth0"
 LINKTYPE_ETHERNET = 1
 OTHER_HOA = IPv6Address("2001:db8:1::200")
 OTHER_COA = IPv6Address("2001:db8:3::200")
-BACKENDS: dict[str, type[KernelBackend]] = {"seg6": Seg6DataPlane, "ip6tnl": Ip6tnlDataPlane}
+BACKENDS: dict[str, type[KernelBackend]] = {
+    "seg6": Seg6DataPlane,
+    "ip6tnl": Ip6tnlDataPlane,
+    "bpf": BpfTunnelDataPlane,
+}
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -115,9 +120,15 @@ class KernelView:
                 self.tunsrc = nl.tunsrc()
                 # Our ip6tnl devices (the kernel's own ip6tnl0 is not ours).
                 self.tunnels = [t for t in nl.tunnels() if t.flags & IP6_TNL_F_MIP6_DEV]
+                pins = bpf_pins()
             finally:
                 nl.close()
         self.rules = [r for r in self.all_rules if r.proto == RTPROT_MIP6]
+        # The eBPF tunnel's maps, read with bpftool: (own, peer or None) it decapsulates,
+        # and the outer source it uses (None: no maps in this namespace).
+        self.decaps = {(own, peer) for own, peer in _bpftool_keys(pins / "decap")}
+        sources = [value for _key, value in _bpftool_dump(pins / "tunsrc")]
+        self.bpf_tunsrc = IPv6Address(bytes(sources[0][:16])) if sources else None
 
     def tunnels_to(self, remote: IPv6Address) -> list[Ip6Tunnel]:
         return [t for t in self.tunnels if t.remote == remote]
@@ -127,6 +138,37 @@ class KernelView:
 
     def local_rules(self) -> list[Rule]:
         return [r for r in self.all_rules if r.table == RT_TABLE_LOCAL]
+
+
+def bpf_pins() -> Path:
+    """The maps directory of the calling namespace's eBPF tunnel (bpf_tunnel.py's layout:
+    tunnel-c<netns cookie>, under MIP6AGENT_BPF_PINS or /sys/fs/bpf/mip6agent)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        cookie = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, 71, 8))[0]
+    root = Path(os.environ.get("MIP6AGENT_BPF_PINS") or "/sys/fs/bpf/mip6agent")
+    return root / f"tunnel-c{cookie}" / "maps"
+
+
+def _bpftool_dump(pin: Path) -> list[tuple[bytes, bytes]]:
+    """(key, value) bytes of a pinned map, from ``bpftool -j map dump`` ([] if no pin)."""
+    if not pin.exists():
+        return []
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "dump", "pinned", str(pin)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [
+        (bytes(int(b, 16) for b in e["key"]), bytes(int(b, 16) for b in e["value"]))
+        for e in json.loads(out)
+    ]
+
+
+def _bpftool_keys(pin: Path) -> list[tuple[IPv6Address, IPv6Address | None]]:
+    pairs = []
+    for key, _value in _bpftool_dump(pin):
+        own, peer = IPv6Address(key[:16]), IPv6Address(key[16:32])
+        pairs.append((own, None if peer == IPv6Address("::") else peer))
+    return pairs
 
 
 class LinkEvents:
@@ -164,6 +206,9 @@ def decapsulating_from(view: KernelView, kind: str) -> set[IPv6Address]:
     """The CoAs a home agent decapsulates from: seg6 routes `from <CoA>`, ip6tnl devices."""
     if kind == "seg6":
         return {r.src.network_address for r in view.routes_to(HA_ADDRESS) if r.src}
+    if kind == "bpf":
+        assert view.routes_to(HA_ADDRESS) == [] and view.tunnels == []
+        return {peer for own, peer in view.decaps if own == HA_ADDRESS and peer is not None}
     assert view.routes_to(HA_ADDRESS) == []
     return {t.remote for t in view.tunnels if t.local == HA_ADDRESS}
 
@@ -366,6 +411,10 @@ def test_handover_to_another_foreign_link(make_topology: Any, kind: str) -> None
         decap = [r for r in ha_view.routes_to(HA_ADDRESS)]
         assert [r.src.network_address for r in decap if r.src] == [new_coa]
         assert mn_view.tunnels == ha_view.tunnels == []
+    elif kind == "bpf":
+        assert mn_view.bpf_tunsrc == new_coa
+        assert decapsulating_from(ha_view, kind) == {new_coa}
+        assert mn_view.decaps == {(new_coa, HA_ADDRESS)}
     else:
         # The MN's device moved in place (same index, new local end); the HA's device for
         # the old CoA is gone and one for the new CoA carries the HoA's route.
@@ -521,11 +570,16 @@ def test_repeated_calls_create_no_duplicates_and_state_survives_a_restart(
     assert len(ha_view.routes_to(topo.hoa)) == 1
     assert [p.address for p in ha_view.proxies] == [topo.hoa]
     assert mn_view.lo.count(topo.hoa) == 1
-    if kind == "seg6":
-        assert len(ha_view.routes_to(HA_ADDRESS)) == 1  # decapsulation from the CoA
+    if kind in ("seg6", "bpf"):
         assert sorted(r.priority for r in ha_view.rules) == [10, 1000]
         assert sorted(r.priority for r in mn_view.rules) == [11, 1000, 1100]
+    if kind == "seg6":
+        assert len(ha_view.routes_to(HA_ADDRESS)) == 1  # decapsulation from the CoA
         assert len(mn_view.routes) == 2  # reverse tunnel + decapsulation at the CoA
+    elif kind == "bpf":  # the decapsulations are map entries
+        assert ha_view.decaps == {(HA_ADDRESS, topo.coa)}
+        assert mn_view.decaps == {(topo.coa, HA_ADDRESS)}
+        assert len(mn_view.routes) == 1  # the reverse tunnel
     else:
         # The devices decapsulate: no rules but the MN's `from <HoA>`, one device a side.
         assert ha_view.routes_to(HA_ADDRESS) == [] and ha_view.rules == []
@@ -640,6 +694,10 @@ def test_reconcile_keeps_wanted_bindings_and_removes_stale_ones(
     # A duplicate route of ours (another metric) is found and removed; the binding stays.
     if kind == "seg6":
         via = ["encap", "seg6", "mode", "encap.red", "segs", str(topo.coa), "dev", HOME]
+    elif kind == "bpf":
+        with topo.inside("ha"):
+            program = bpf_pins().parent / "progs" / "encap"
+        via = ["encap", "bpf", "xmit", "pinned", str(program), "dev", HOME]
     else:
         (tunnel,) = KernelView(topo, "ha").tunnels_to(topo.coa)
         via = ["dev", tunnel.name]
@@ -682,6 +740,16 @@ def test_cleanup_removes_everything_the_agent_installed(make_topology: Any, kind
         ]
         assert view.tunnels == [] and not [n for n in names if n.startswith(("mip6h", "mip6m"))]
         assert topo.ip(node, "-6", "route", "show", "table", "all", "proto", "86") == ""
+        # The eBPF tunnel: no maps (pins gone) and no decapsulation filter on any interface.
+        assert view.decaps == set() and view.bpf_tunsrc is None
+        for name in names:
+            filters = topo.ip(node, "link", "show", name)  # the device is still there
+            assert filters
+            tc = subprocess.run(
+                ["ip", "netns", "exec", topo.ns[node], "tc", "filter", "show", "dev", name,
+                 "ingress"], capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            assert "mip6-tunnel-decap" not in tc, (node, name, tc)
     assert not topo.ping("cn", topo.hoa, deadline=0.5)
 
 
@@ -701,7 +769,7 @@ def test_failures_are_one_typed_error_with_the_kernels_reason(
         with pytest.raises(DataPlaneError) as refused:
             mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, "down0")
         expected = (str(topo.coa), "(ENETDOWN)", errno.ENETDOWN)
-    else:
+    elif kind == "ip6tnl":
         # Someone else's tunnel with the same endpoints: ip6_tnl_locate() says EEXIST.
         topo.ip(
             "mn", "link", "add", "other6", "type", "ip6tnl", "mode", "ip6ip6",
@@ -710,9 +778,10 @@ def test_failures_are_one_typed_error_with_the_kernels_reason(
         with pytest.raises(DataPlaneError) as refused:
             mn.mn_attach(topo.hoa, topo.coa, HA_ADDRESS, HOME)
         expected = ("create ip6tnl tunnel mip6m0", "(EEXIST)", errno.EEXIST)
-    message = str(refused.value)
-    assert expected[0] in message and expected[1] in message and "\n" not in message
-    assert refused.value.errno == expected[2]
+    if kind != "bpf":  # (no kernel refusal of the eBPF tunnel's objects is known to test)
+        message = str(refused.value)
+        assert expected[0] in message and expected[1] in message and "\n" not in message
+        assert refused.value.errno == expected[2]
     mn.cleanup()
     view = KernelView(topo, "mn")
     assert view.rules == [] and view.routes == [] and view.tunnels == []

@@ -372,6 +372,11 @@ def test_capabilities_match_the_kernel_config(bare: Ansible) -> None:
         # "m": loadable, either answer can be right
     if expected["seg6"] == "y":
         assert caps["dataplane"] == "seg6"
+    elif expected["ip6tnl"] in ("n", None) and kernel.get("CONFIG_LWTUNNEL_BPF") == "y":
+        # Neither tunnel built in: the eBPF tunnel, where clang and bpftool are installed.
+        tools = shutil.which("clang") and shutil.which("bpftool")
+        assert caps["bpf"] is bool(tools), caps["reasons"]["bpf"]
+        assert caps["dataplane"] == ("bpf" if tools else None)
     if expected["esp"] == "n":
         assert "Requested type not found" in caps["reasons"]["esp"]
 

@@ -18,8 +18,10 @@ description:
   - "Each probe creates a throwaway object and removes it at once, also when the probe
     fails: a seg6 C(encap.red) route (and a C(seg6local) route) in an unused routing table
     with an C(ipproto 41) rule; an C(ip6tnl) device; an ESP xfrm state with a test key;
-    Mobile IPv6 C(route2) and C(hao) xfrm states. Addresses come from the documentation
-    prefix C(2001:db8::/32), names start with C(m6cap)."
+    Mobile IPv6 C(route2) and C(hao) xfrm states; and, only when neither seg6 nor ip6tnl
+    works, an C(encap bpf xmit) route running a minimal program compiled with clang (the
+    agent's eBPF tunnel). Addresses come from the documentation prefix C(2001:db8::/32),
+    names start with C(m6cap)."
   - Also checks that a raw Mobility Header socket (C(socket(AF_INET6, SOCK_RAW, 135))) can be
     opened, that C(nft) works, and whether C(radvd) is installed.
 author:
@@ -63,7 +65,8 @@ EXAMPLES = r"""
     fail_msg: >-
       no Mobile IPv6 data plane on {{ inventory_hostname }}:
       seg6: {{ ansible_facts.mip6_capabilities.reasons.seg6 }};
-      ip6tnl: {{ ansible_facts.mip6_capabilities.reasons.ip6tnl }}
+      ip6tnl: {{ ansible_facts.mip6_capabilities.reasons.ip6tnl }};
+      bpf: {{ ansible_facts.mip6_capabilities.reasons.bpf }}
 
 - name: Only configure IPsec where ESP works
   ansible.builtin.debug:
@@ -92,6 +95,12 @@ ansible_facts:
           description: IPv6-in-IPv6 tunnel devices (C(CONFIG_IPV6_TUNNEL)).
           type: bool
           sample: false
+        bpf:
+          description:
+            - The agent's eBPF tunnel can run (C(CONFIG_LWTUNNEL_BPF), clang and bpftool
+              installed). Probed only when neither seg6 nor ip6tnl works; false otherwise.
+          type: bool
+          sample: false
         esp:
           description: ESP xfrm states (C(CONFIG_INET6_ESP)), for IPsec between MN and HA.
           type: bool
@@ -117,7 +126,7 @@ ansible_facts:
         dataplane:
           description:
             - The data plane the agent would pick with C(dataplane=auto), seg6 preferred,
-              then ip6tnl; null when neither works (the agent refuses to start).
+              then ip6tnl, then bpf; null when none works (the agent refuses to start).
           type: str
           sample: seg6
         reasons:
@@ -130,7 +139,9 @@ ansible_facts:
 """
 
 import os  # noqa: E402
+import platform  # noqa: E402
 import socket  # noqa: E402
+import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
@@ -139,6 +150,11 @@ IPPROTO_MH = 135
 TABLE = "1835626595"
 RULE_PREF = "32698"
 SBIN = ["/usr/sbin", "/sbin", "/usr/local/sbin"]
+# The smallest program an "encap bpf xmit" route takes: let every packet through.
+BPF_PROBE = """#include <linux/bpf.h>
+__attribute__((section("lwt_xmit"), used)) int m6cap(struct __sk_buff *skb) { return BPF_OK; }
+char m6cap_license[] __attribute__((section("license"), used)) = "GPL";
+"""
 # All-zero test keys: the state only has to be accepted, it never protects anything.
 TEST_KEYS = ["enc", "cbc(aes)", "0x" + "00" * 16, "auth", "hmac(sha256)", "0x" + "00" * 32]
 
@@ -216,6 +232,30 @@ class Probe:
         )
         return "ip6tnl device ok"
 
+    def bpf(self) -> str:
+        clang = self.module.get_bin_path("clang")
+        if clang is None:
+            raise ProbeError("clang not found (install clang, libbpf-dev and bpftool)")
+        if self.module.get_bin_path("bpftool", opt_dirs=SBIN) is None:
+            raise ProbeError("bpftool not found (install bpftool)")
+        include = f"/usr/include/{platform.machine()}-linux-gnu"
+        with tempfile.TemporaryDirectory(prefix="m6cap") as tmp:
+            source, obj = os.path.join(tmp, "probe.c"), os.path.join(tmp, "probe.o")
+            with open(source, "w") as handle:
+                handle.write(BPF_PROBE)
+            rc, out, err = self.module.run_command(
+                [clang, "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", source, "-o", obj]
+            )
+            if rc != 0:
+                raise ProbeError(f"clang -target bpf: {(err or out).strip()}")
+            route = [f"{self.dst}/128", "encap", "bpf", "xmit", "obj", obj, "section", "lwt_xmit"]
+            self.create(
+                f"ip -6 route add {self.dst}/128 encap bpf xmit",
+                ["-6", "route", "add", *route, "dev", "lo", "table", TABLE],
+                ["-6", "route", "del", f"{self.dst}/128", "table", TABLE],
+            )
+        return "encap bpf xmit route ok"
+
     def esp(self) -> str:
         sa = ["src", self.src, "dst", self.dst, "proto", "esp", "spi", self.spi]
         self.create(
@@ -244,7 +284,7 @@ def kernel_probes(module: AnsibleModule, ip: str | None) -> tuple[dict, dict, li
     found: dict = {}
     reasons: dict = {}
     leftovers: list = []
-    names = ("seg6", "ip6tnl", "esp", "mip6")
+    names = ("seg6", "ip6tnl", "bpf", "esp", "mip6")
     if ip is None:
         for name in names:
             found[name] = False
@@ -252,6 +292,10 @@ def kernel_probes(module: AnsibleModule, ip: str | None) -> tuple[dict, dict, li
         return found, reasons, leftovers
     probe = Probe(module, ip)
     for name in names:
+        if name == "bpf" and (found["seg6"] or found["ip6tnl"]):
+            found[name] = False  # as the agent: compiled and loaded only when needed
+            reasons[name] = "not probed: seg6 or ip6tnl works"
+            continue
         try:
             reasons[name] = getattr(probe, name)()
             found[name] = True
@@ -307,11 +351,11 @@ def run(module: AnsibleModule) -> dict:
     found["raw_mh"], reasons["raw_mh"] = raw_mh_probe()
     found["nftables"], reasons["nftables"] = nftables_probe(module)
     found["radvd"], reasons["radvd"] = radvd_probe(module)
-    dataplane = "seg6" if found["seg6"] else "ip6tnl" if found["ip6tnl"] else None
+    dataplane = next((name for name in ("seg6", "ip6tnl", "bpf") if found[name]), None)
     reasons["dataplane"] = (
-        f"{dataplane} (seg6 preferred, then ip6tnl)"
+        f"{dataplane} (seg6 preferred, then ip6tnl, then bpf)"
         if dataplane
-        else "neither seg6 nor ip6tnl works: the agent cannot run here"
+        else "neither seg6 nor ip6tnl nor the eBPF tunnel works: the agent cannot run here"
     )
     if leftovers:
         module.fail_json(

@@ -28,6 +28,7 @@ import ctypes
 import errno
 import os
 import shutil
+import socket
 import struct
 import subprocess
 from dataclasses import replace
@@ -78,8 +79,18 @@ def pin_root() -> Path:
     return Path(env) if env else ro_bpf.PIN_ROOT
 
 
-def _netns_inode() -> int:
-    return os.stat("/proc/thread-self/ns/net").st_ino
+_SO_NETNS_COOKIE = 71  # Linux 5.14+: a 64-bit id never reused, unlike the netns inode
+
+
+def _netns_id() -> str:
+    """This network namespace, for the pin directory: its cookie, else its inode (which a
+    new namespace may get again once this one is gone)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            cookie = sock.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+        return f"c{struct.unpack('=Q', cookie)[0]}"
+    except OSError:
+        return f"i{os.stat('/proc/thread-self/ns/net').st_ino}"
 
 
 def build(cache_dir: Path | None = None) -> Path:
@@ -92,10 +103,10 @@ def build(cache_dir: Path | None = None) -> Path:
 
 class TunnelBpf:
     """The programs and maps of one network namespace, pinned under
-    ``/sys/fs/bpf/mip6agent/tunnel-<netns inode>``."""
+    ``/sys/fs/bpf/mip6agent/tunnel-c<netns cookie>``."""
 
     def __init__(self, root: Path | None = None, cache_dir: Path | None = None) -> None:
-        self.pin_dir = (root or pin_root()) / f"tunnel-{_netns_inode()}"
+        self.pin_dir = (root or pin_root()) / f"tunnel-{_netns_id()}"
         self.cache_dir = cache_dir
         self.progs: dict[str, int] = {}
         self.maps: dict[str, int] = {}
@@ -158,6 +169,7 @@ class TunnelBpf:
     # maps
 
     def _update(self, name: str, key: bytes, value: bytes) -> None:
+        self.load()  # after cleanup(), a new binding loads the programs again
         try:
             ro_bpf._elem(ro_bpf.BPF_MAP_UPDATE_ELEM, self.maps[name], key,
                          ctypes.create_string_buffer(value, len(value)))  # fmt: skip
@@ -166,6 +178,8 @@ class TunnelBpf:
             raise TunnelBpfError(f"map {name}: {why}") from None
 
     def _delete(self, name: str, key: bytes) -> bool:
+        if not self.maps:
+            return False
         try:
             ro_bpf._elem(ro_bpf.BPF_MAP_DELETE_ELEM, self.maps[name], key, None)
         except OSError as exc:
@@ -175,6 +189,8 @@ class TunnelBpf:
         return True
 
     def _lookup(self, name: str, key: bytes, size: int) -> bytes | None:
+        if not self.maps:
+            return None
         value = ctypes.create_string_buffer(size)
         try:
             ro_bpf._elem(ro_bpf.BPF_MAP_LOOKUP_ELEM, self.maps[name], key, value)
@@ -186,6 +202,8 @@ class TunnelBpf:
 
     def _keys(self, name: str, size: int) -> list[bytes]:
         keys: list[bytes] = []
+        if not self.maps:
+            return keys
         key: bytes | None = None
         while True:
             following = ctypes.create_string_buffer(size)
@@ -245,6 +263,7 @@ class TunnelBpf:
     # the decapsulation filter
 
     def attach(self, index: int) -> None:
+        self.load()
         with IPRoute() as ipr:
             try:
                 ipr.tc("add", "clsact", index)
@@ -343,17 +362,20 @@ class _BpfNetlink:
             if target is not None:
                 self._bpf.drop_peer(*target)
             return gone
+        if isinstance(route.encap, BpfEncap):  # not ours (another name): by its key
+            return self._nl.delete_route(replace(route, encap=None), what)
         return self._nl.delete_route(route, what)
 
     def _put_tunnel(self, route: Route, what: str, create: bool) -> None:
         assert isinstance(route.encap, Seg6Encap)
+        self._bpf.load()
         target = self._home_of(route)
         if target is None:
             raise DataPlaneError("install", what, "no home address uses this table")
         peer = route.encap.segments[0]
         self._bpf.set_peer(*target, peer)
         name = f"{_NAME_PREFIX}{self._bpf.prog_id}:{peer}"
-        real = replace(route, encap=BpfEncap(name, self._bpf.progs["encap"]))
+        real = replace(route, encap=BpfEncap(name, self._bpf.progs["encap"], TUNNEL_OVERHEAD))
         if create:
             self._nl.create_route(real, what)
         else:
@@ -413,6 +435,7 @@ class BpfTunnelDataPlane(Seg6DataPlane):
         self._bpf.detach_all()
         self._bpf.close()
         self._bpf.unpin()
+        self._nl._attached.clear()  # type: ignore[union-attr]
 
     def close(self) -> None:
         self._bpf.close()

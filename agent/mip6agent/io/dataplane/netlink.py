@@ -126,6 +126,8 @@ class BpfEncap:
 
     name: str
     fd: int = field(default=-1, compare=False)
+    # Octets the program adds: the kernel takes them off the route MTU, as with seg6.
+    headroom: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +260,15 @@ def route_message(route: Route) -> rtmsg:
         program = [("LWT_BPF_PROG_FD", route.encap.fd), ("LWT_BPF_PROG_NAME", route.encap.name)]
         attrs += [
             ("RTA_ENCAP_TYPE", LWTUNNEL_ENCAP_BPF),
-            ("RTA_ENCAP", {"attrs": [("LWT_BPF_XMIT", {"attrs": program})]}),
+            (
+                "RTA_ENCAP",
+                {
+                    "attrs": [
+                        ("LWT_BPF_XMIT", {"attrs": program}),
+                        ("LWT_BPF_XMIT_HEADROOM", route.encap.headroom),
+                    ]
+                },
+            ),
         ]
     msg["attrs"] = attrs
     return msg

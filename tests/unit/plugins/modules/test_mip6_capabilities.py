@@ -40,6 +40,8 @@ class FakeHost:
             return 0, "", ""
         if tool == "radvd":
             return 0, "Version: 2.19\n\nCompiled in settings:\n", ""
+        if tool == "clang":
+            return 0, "", ""
         return self._ip(rest)
 
     def _ip(self, args: list[str]) -> tuple[int, str, str]:
@@ -52,8 +54,9 @@ class FakeHost:
                 return 2, "", "RTNETLINK answers: No such process\n"
             self.objects.discard(key)
             return 0, "", ""
+        route = "seg6local" if "seg6local" in words else "bpf" if "bpf" in words else "seg6"
         feature = {
-            "route": "seg6local" if "seg6local" in words else "seg6",
+            "route": route,
             "rule": "rules",
             "link": "ip6tnl",
             "xfrm": "esp" if "esp" in words else "mip6",
@@ -62,6 +65,7 @@ class FakeHost:
             error = {
                 "seg6": "Error: Unknown encapsulation type.",
                 "seg6local": "Error: Unknown encapsulation type.",
+                "bpf": "Error: Unknown encapsulation type.",
                 "rules": "Error: argument ipproto is wrong.",
                 "ip6tnl": "Error: Unknown device type.",
                 "esp": "Error: Requested type not found.",
@@ -143,6 +147,23 @@ def test_neither_data_plane(host) -> None:
     caps = facts(probe())
     assert caps["dataplane"] is None
     assert "agent cannot run here" in caps["reasons"]["dataplane"]
+
+
+def test_the_ebpf_tunnel_when_neither_seg6_nor_ip6tnl(host) -> None:
+    fake = host({"bpf"}, binaries=("ip", "nft", "radvd", "clang", "bpftool"))
+    caps = facts(probe())
+    assert caps["bpf"] is True and caps["dataplane"] == "bpf", caps["reasons"]
+    compiled = [c for c in fake.calls if c[0].endswith("clang")]
+    assert len(compiled) == 1 and "bpf" in compiled[0]
+    assert fake.objects == set()  # the probe route went again
+    # Without clang the reason says what to install; with seg6 it is not even tried.
+    host({"bpf"})
+    caps = facts(probe())
+    assert caps["dataplane"] is None and "clang not found" in caps["reasons"]["bpf"]
+    fake = host(THIS_KERNEL, binaries=("ip", "nft", "radvd", "clang", "bpftool"))
+    caps = facts(probe())
+    assert caps["dataplane"] == "seg6" and caps["bpf"] is False
+    assert not [c for c in fake.calls if c[0].endswith("clang")]
 
 
 def test_partial_seg6_probe_is_undone(host) -> None:
