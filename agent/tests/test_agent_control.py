@@ -78,9 +78,11 @@ def test_operator_tools_against_a_registered_pair(tmp_path: Path) -> None:
         bad = cli("mip6config", *sock, "-f", str(seed))
         assert bad.returncode == 2 and ":3" in bad.stderr and "Traceback" not in bad.stderr
 
-        # unimplemented KAME flags are rejected by name
-        rejected = cli("mip6config", *sock, "-r", "1")
-        assert rejected.returncode == 2 and "route optimisation" in rejected.stderr
+        # unimplemented KAME flags are rejected by name; -r is not a home agent's function
+        rejected = cli("mip6config", *sock, "-u", "1")
+        assert rejected.returncode == 2 and "site-local" in rejected.stderr
+        refused = cli("mip6config", *sock, "-r", "1")
+        assert refused.returncode == 1 and "this agent is a home agent" in refused.stderr
 
         # -x stops the home agent: bindings go, and a new BU is refused with 131
         assert cli("mip6config", *sock, "-x").returncode == 0
@@ -100,6 +102,14 @@ def test_operator_tools_against_a_registered_pair(tmp_path: Path) -> None:
         assert config["home_registration_lifetime"] == 600 and config["bu_lifetime"] == 200
         wrong = cli("mip6config", *msock, "-l", "-5")
         assert wrong.returncode == 1 and "home_registration_lifetime" in wrong.stderr
+        # -r on a mobile node: Binding Updates to correspondents on, then off again
+        assert cli("mip6config", *msock, "-r", "1").returncode == 0
+        assert json.loads(cli("mip6config", *msock, "-n").stdout)["mobile_node"][
+            "route_optimization"
+        ]
+        assert cli("mip6config", *msock, "-r", "0").returncode == 0
+        config = json.loads(cli("mip6config", *msock, "-n").stdout)["mobile_node"]
+        assert config["route_optimization"] is False
 
 
 def test_sighup_reload_keeps_bindings_and_applies_changes(tmp_path: Path) -> None:
@@ -321,3 +331,37 @@ def test_start_up_failure_is_refused_before_the_kernel_is_touched(
         assert result.returncode == 1, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr
         assert topo.ip("ha", "-6", "route", "show", "table", "all") == before
+
+
+def test_mip6config_route_optimization_flags_on_a_correspondent(tmp_path: Path) -> None:
+    """-r, -q and -w as KAME meant them: -w is a percentage of the binding lifetime left,
+    of the 420 s correspondent binding lifetime (RFC 6275 MAX_RR_BINDING_LIFETIME)."""
+    with (
+        Topology(mn_link="foreign1") as topo,
+        AgentProcess(topo.ns["cn"], tmp_path / "cn", {"role": "cn"}) as cn,
+    ):
+        sock = ["-S", cn.socket]
+
+        def section() -> dict:
+            return json.loads(cli("mip6config", *sock, "-n").stdout)["correspondent_node"]
+
+        assert cli("mip6config", *sock, "-r", "1", "-w", "60").returncode == 0
+        assert section()["route_optimization"] is True
+        assert section()["binding_refresh_request_before"] == 252  # 60 % of 420 s
+        assert cli("mip6config", *sock, "-w", "10").returncode == 0
+        assert section()["binding_refresh_request_before"] == 42
+        assert cli("mip6config", *sock, "-q", "0").returncode == 0
+        assert section()["binding_refresh_request_before"] is None
+        assert cli("mip6config", *sock, "-q", "1").returncode == 0  # KAME's default, 60 %
+        assert section()["binding_refresh_request_before"] == 252
+        for argv, words in (
+            (["-w", "0"], "1 to 99"),
+            (["-w", "100"], "1 to 99"),
+            (["-q", "0", "-w", "50"], "-q 0 turns them off"),
+        ):
+            bad = cli("mip6config", *sock, *argv)
+            assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr
+        assert section()["binding_refresh_request_before"] == 252  # nothing was sent
+        assert cli("mip6config", *sock, "-r", "0").returncode == 0
+        assert section()["route_optimization"] is False
+        assert cn.call("status")["route_optimization"]["configured"] is False

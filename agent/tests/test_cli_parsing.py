@@ -33,6 +33,16 @@ def test_flags_map_to_commands_in_order() -> None:
         assert command in protocol.COMMANDS
 
 
+def test_route_optimization_flags() -> None:
+    assert requests("-r", "1") == [("route-optimization", {"on": True})]
+    assert requests("-q", "0") == [("binding-refresh", {"on": False})]
+    assert requests("-q", "1", "-w", "75") == [("binding-refresh", {"on": True, "percent": 75})]
+    assert requests("-w", "60") == [("binding-refresh", {"percent": 60})]
+    for argv in (["-w", "0"], ["-w", "100"], ["-q", "0", "-w", "5"], ["-r", "2"]):
+        with pytest.raises((ValueError, SystemExit)):
+            requests(*argv)
+
+
 @pytest.mark.parametrize("flag", sorted(mip6config.REJECTED))
 def test_unimplemented_seed_flags_are_rejected_with_a_reason(flag: str) -> None:
     with pytest.raises(ValueError, match=f"{flag} is not supported: .+"):

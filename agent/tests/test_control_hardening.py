@@ -360,6 +360,9 @@ def test_check_arguments_accepts_valid_requests() -> None:
         ("-E", "2001:db8:1::1/64@eth1"),
         ("-x",),
         ("-n",),
+        ("-r", "1"),
+        ("-q", "1", "-w", "60"),
+        ("-q", "0"),
     ],
 )
 def test_mip6config_requests_pass_the_check(argv: tuple[str, ...]) -> None:

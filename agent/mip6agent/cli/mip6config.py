@@ -14,18 +14,9 @@ from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, default_socket
 
 # Flags the KAME notes list as unimplemented, and why we still do not take them.
 REJECTED = {
-    "-w": "time before the CN sends a Binding Refresh Request: set "
-    "correspondent_node.binding_refresh_request_before (seconds, KAME took a percentage of "
-    "the lifetime) in agent.yml and reload; mip6config does not map it yet",
     "-u": "forwarding of site-local unicast: site-local addresses are deprecated (RFC 3879)",
     "-m": "forwarding of site-local multicast: site-local addresses are deprecated (RFC 3879)",
     "-p": "link-layer promiscuous mode: the home agent uses proxy Neighbor Discovery instead",
-    "-r": "route optimisation on/off: set correspondent_node.route_optimization (a "
-    "correspondent node) or mobile_node.route_optimization with mobile_node.correspondents "
-    "(a mobile node) in agent.yml and reload; mip6config does not map it yet",
-    "-q": "sending Binding Refresh Requests to mobile nodes: on a correspondent node set "
-    "correspondent_node.binding_refresh_request_before in agent.yml and reload (mip6config "
-    "does not map it yet); home registrations are refreshed by the mobile node",
 }
 
 
@@ -74,7 +65,33 @@ def build_parser() -> argparse.ArgumentParser:
         "-t",
         dest="tunnel",
         choices=("0", "1"),
-        help="tunnel MN->CN traffic through the HA: always on (1); 0 needs route optimisation",
+        help="tunnel MN->CN traffic through the HA: always on (1) for correspondents without "
+        "route optimisation; 0 is refused (-r 1 sends route-optimised traffic direct)",
+    )
+    p.add_argument(
+        "-r",
+        dest="route_optimization",
+        choices=("0", "1"),
+        help="route optimisation off/on: a mobile node's mobile_node.route_optimization "
+        "(return routability and Binding Updates to correspondents), any other role's "
+        "correspondent_node.route_optimization (accept them)",
+    )
+    p.add_argument(
+        "-q",
+        dest="refresh_requests",
+        choices=("0", "1"),
+        help="Binding Refresh Requests to mobile nodes off/on "
+        "(correspondent_node.binding_refresh_request_before: null, or a time: -w's, the "
+        "current one, else KAME's default of 60 percent)",
+    )
+    p.add_argument(
+        "-w",
+        dest="refresh_percent",
+        type=int,
+        metavar="PERCENT",
+        help="when to send a Binding Refresh Request, as KAME's br_time: with PERCENT "
+        "(1-99) of the binding's lifetime left; converted to seconds of the 420 s "
+        "correspondent binding lifetime (RFC 6275 MAX_RR_BINDING_LIFETIME): 60 -> 252 s",
     )
     p.add_argument("-x", dest="stop", action="store_true", help="stop the HA or MN function")
     p.add_argument("-n", dest="show", action="store_true", help="show the running configuration")
@@ -91,9 +108,14 @@ def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, di
     out: list[tuple[str, dict]] = []
     if args.tunnel == "0":
         raise ValueError(
-            "-t 0 is not supported: without route optimisation (route optimisation issue) "
-            "the mobile node always reverse-tunnels through its home agent"
+            "-t 0 is not supported: traffic with correspondents without route optimisation "
+            "always takes the reverse tunnel (ingress filtering on foreign links, RFC 6275 "
+            "11.3.1); -r 1 sends route-optimised traffic direct"
         )
+    if args.refresh_percent is not None and not 1 <= args.refresh_percent <= 99:
+        raise ValueError(f"-w takes a percentage from 1 to 99, not {args.refresh_percent}")
+    if args.refresh_percent is not None and args.refresh_requests == "0":
+        raise ValueError("-w sets when Binding Refresh Requests go out, and -q 0 turns them off")
     if args.preference is not None and not args.enable_ha:
         raise ValueError("-y sets the home agent preference and needs -g")
     if args.file:
@@ -126,6 +148,15 @@ def requests(args: argparse.Namespace, unknown: list[str]) -> list[tuple[str, di
         out.append(("add-foreign-address", parse_coaddr_spec(args.add_foreign)))
     if args.remove_foreign:
         out.append(("remove-foreign-address", parse_coaddr_spec(args.remove_foreign)))
+    if args.route_optimization is not None:
+        out.append(("route-optimization", {"on": args.route_optimization == "1"}))
+    if args.refresh_requests is not None or args.refresh_percent is not None:
+        refresh: dict[str, object] = {}
+        if args.refresh_requests is not None:
+            refresh["on"] = args.refresh_requests == "1"
+        if args.refresh_percent is not None:
+            refresh["percent"] = args.refresh_percent
+        out.append(("binding-refresh", refresh))
     if args.debug is not None:
         out.append(("debug", {"on": args.debug == "1"}))
     if args.stop:

@@ -32,6 +32,7 @@ from ..core import actions as act
 from ..core.correspondent import Correspondent, CorrespondentSettings
 from ..core.home_agent import HomeAgent
 from ..core.mobile_node import MobileNode, home_agents_anycast
+from ..core.return_routability import MAX_RR_BINDING_LIFETIME
 from ..dump.text import format_line
 from ..io import nft
 from ..io.dataplane import BackendUnavailableError, DataPlane, DataPlaneError, probe, select_backend
@@ -79,6 +80,7 @@ INPUT_BATCH = 256  # received packets handled per turn of the event loop
 OTHER_BATCH = 32  # of which from unknown senders: the sockets are read again in between
 INPUT_QUEUE = 4096  # packets from unknown senders waiting; beyond it they are dropped
 CN_USE_POLL = 2.0  # seconds between reads of the correspondent bindings' packet counters
+KAME_BR_UPDATE = 60  # percent: KAME's default br_update (mip6config -w)
 MN_TRAFFIC_POLL = 1.0  # seconds between reads of the mobile node's traffic set (nft)
 
 
@@ -1194,6 +1196,46 @@ class Agent:
             data["mobile_node"]["foreign_addresses"] = [
                 e for e in entries if e["address"] != address
             ]
+
+        return await self._change(edit)
+
+    async def _cmd_route_optimization(self, on: bool) -> dict:
+        """mip6config -r: the mobile node's BUs to correspondents, or accepting them."""
+        if self.config.role == "ha":
+            raise ControlError(
+                "route optimisation is a mobile node's (BUs to correspondents) or a "
+                "correspondent node's (role cn) function; this agent is a home agent"
+            )
+        section = "mobile_node" if self.config.role == "mn" else "correspondent_node"
+
+        def edit(data: dict) -> None:
+            data.setdefault(section, {})["route_optimization"] = on
+
+        return await self._change(edit)
+
+    async def _cmd_binding_refresh(
+        self, on: bool | None = None, percent: int | None = None
+    ) -> dict:
+        """mip6config -q / -w. KAME's br_time was a percentage of the binding lifetime left;
+        the key is seconds before expiry, of the 420 s correspondent binding lifetime."""
+        if on is False and percent is not None:
+            raise ControlError("a percentage with Binding Refresh Requests off")
+        if percent is not None and not 1 <= percent <= 99:
+            raise ControlError(f"percent must be 1..99, not {percent}")
+
+        def edit(data: dict) -> None:
+            cn = data.setdefault("correspondent_node", {})
+            current = cn.get("binding_refresh_request_before")
+            if on is False:
+                cn["binding_refresh_request_before"] = None
+            elif percent is not None:
+                cn["binding_refresh_request_before"] = round(
+                    MAX_RR_BINDING_LIFETIME * percent / 100
+                )
+            elif current is None:
+                cn["binding_refresh_request_before"] = round(
+                    MAX_RR_BINDING_LIFETIME * KAME_BR_UPDATE / 100
+                )
 
         return await self._change(edit)
 
