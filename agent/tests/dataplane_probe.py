@@ -69,6 +69,7 @@ def verdict() -> Verdict:
         try:
             return Verdict(caps, backend.name, None)
         finally:
+            backend.cleanup()  # the bpf backend's pins too: they outlive the namespace
             backend.close()
 
 
