@@ -1351,12 +1351,11 @@ class Agent:
                 else:
                     key = f"param_problem_dropped.{name}"
                 counters[key] = value
-        tunnel = getattr(self.dataplane, "counters", None)  # the eBPF tunnel's own
-        if tunnel is not None:
+        if self.dataplane is not None:
             with contextlib.suppress(Exception):
-                for name, value in (await self.kernel(tunnel)).items():
+                for name, value in (await self.kernel(self.dataplane.counters)).items():
                     counters[f"tunnel.{name}"] = value
-                # It decapsulates before netfilter's prerouting hook sees protocol 41.
+                # eBPF decapsulates before netfilter's prerouting hook sees protocol 41.
                 counters["tunnelled_in"] = counters.get("tunnelled_in", 0) + counters.get(
                     "tunnel.decapsulated", 0
                 )

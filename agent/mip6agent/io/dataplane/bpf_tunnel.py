@@ -24,13 +24,10 @@ peer but not as ours, so reconciliation rewrites it and refills the maps.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
-import shutil
 import socket
 import struct
-import subprocess
 from dataclasses import replace
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -39,7 +36,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import ro_bpf
+from . import bpf_objects
 from .base import DataPlaneConfig, DataPlaneError
 from .netlink import (
     RT_TABLE_LOCAL,
@@ -76,7 +73,7 @@ def pin_root() -> Path:
     """Where the pins go: ``MIP6AGENT_BPF_PINS`` (a bpffs mount the caller made, e.g. one
     that ``ip netns exec`` keeps visible, as /sys is not), else /sys/fs/bpf/mip6agent."""
     env = os.environ.get("MIP6AGENT_BPF_PINS")
-    return Path(env) if env else ro_bpf.PIN_ROOT
+    return Path(env) if env else bpf_objects.PIN_ROOT
 
 
 _SO_NETNS_COOKIE = 71  # Linux 5.14+: a 64-bit id never reused, unlike the netns inode
@@ -96,8 +93,8 @@ def _netns_id() -> str:
 def build(cache_dir: Path | None = None) -> Path:
     """The compiled object, from the cache when the source and flags are unchanged."""
     try:
-        return ro_bpf.compile_object(SOURCE, "tunnel", [], cache_dir)
-    except ro_bpf.RoBpfError as exc:
+        return bpf_objects.compile_object(SOURCE, "tunnel", [], cache_dir)
+    except bpf_objects.BpfError as exc:
         raise TunnelBpfError(str(exc)) from None
 
 
@@ -108,113 +105,40 @@ class TunnelBpf:
     def __init__(self, root: Path | None = None, cache_dir: Path | None = None) -> None:
         self.pin_dir = (root or pin_root()) / f"tunnel-{_netns_id()}"
         self.cache_dir = cache_dir
-        self.progs: dict[str, int] = {}
-        self.maps: dict[str, int] = {}
+        self._objects = bpf_objects.PinnedObjects(self.pin_dir, PROGRAMS, MAPS, TunnelBpfError)
         self.prog_id = 0
+
+    @property
+    def progs(self) -> dict[str, int]:
+        """Program name -> file descriptor, empty until loaded."""
+        return self._objects.progs
 
     def load(self) -> bool:
         """Load the programs and maps, or reopen the pinned ones; True if loaded anew."""
-        if self.progs:
+        if self._objects.loaded:
             return False
-        obj = build(self.cache_dir)
-        marker = self.pin_dir / f"build-{obj.name.split('.')[0]}"  # bpffs: no dots
-        pins = [self.pin_dir / "progs" / p for p in PROGRAMS] + [
-            self.pin_dir / "maps" / m for m in MAPS
-        ]
-        try:
-            ro_bpf.ensure_bpffs(self.pin_dir.parent)
-        except (ro_bpf.RoBpfError, OSError) as exc:
-            raise TunnelBpfError(str(exc)) from None
-        fresh = not (marker.is_dir() and all(p.exists() for p in pins))
-        if fresh:
-            self.unpin()
-            bpftool = shutil.which("bpftool")
-            if bpftool is None:
-                raise TunnelBpfError("bpftool not found (Debian: apt install bpftool)")
-            self.pin_dir.mkdir(parents=True, exist_ok=True)
-            result = subprocess.run(
-                [bpftool, "prog", "loadall", str(obj), str(self.pin_dir / "progs"),
-                 "pinmaps", str(self.pin_dir / "maps")],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if result.returncode != 0:
-                self.unpin()
-                raise TunnelBpfError(f"loading {obj.name} failed: {result.stderr.strip()[-400:]}")
-            marker.mkdir()
-        try:
-            self.progs = {p: ro_bpf._obj_get(self.pin_dir / "progs" / p) for p in PROGRAMS}
-            self.maps = {m: ro_bpf._obj_get(self.pin_dir / "maps" / m) for m in MAPS}
-            self.prog_id = ro_bpf._obj_id(self.progs["encap"])
-        except OSError as exc:
-            self.close()
-            raise TunnelBpfError(f"opening the pins under {self.pin_dir}: {exc}") from None
+        build_id = "tunnel-" + bpf_objects.digest(SOURCE, [])
+        fresh = self._objects.load(lambda: build(self.cache_dir), build_id)
+        self.prog_id = self._objects.prog_id("encap")
         return fresh
 
     def close(self) -> None:
-        for fd in [*self.progs.values(), *self.maps.values()]:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.progs, self.maps = {}, {}
+        self._objects.close()
 
     def unpin(self) -> None:
-        if not self.pin_dir.is_dir():
-            return
-        for entry in self.pin_dir.iterdir():
-            if entry.is_dir():
-                for pin in entry.iterdir():
-                    pin.unlink()
-            entry.rmdir() if entry.is_dir() else entry.unlink()
-        self.pin_dir.rmdir()
+        self._objects.unpin()
 
     # maps
 
     def _update(self, name: str, key: bytes, value: bytes) -> None:
         self.load()  # after cleanup(), a new binding loads the programs again
-        try:
-            ro_bpf._elem(ro_bpf.BPF_MAP_UPDATE_ELEM, self.maps[name], key,
-                         ctypes.create_string_buffer(value, len(value)))  # fmt: skip
-        except OSError as exc:
-            why = "full" if exc.errno == errno.E2BIG else str(exc)
-            raise TunnelBpfError(f"map {name}: {why}") from None
+        self._objects.update(name, key, value)
 
     def _delete(self, name: str, key: bytes) -> bool:
-        if not self.maps:
-            return False
-        try:
-            ro_bpf._elem(ro_bpf.BPF_MAP_DELETE_ELEM, self.maps[name], key, None)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise TunnelBpfError(f"map {name}: {exc}") from None
-        return True
+        return self._objects.loaded and self._objects.delete(name, key)
 
     def _lookup(self, name: str, key: bytes, size: int) -> bytes | None:
-        if not self.maps:
-            return None
-        value = ctypes.create_string_buffer(size)
-        try:
-            ro_bpf._elem(ro_bpf.BPF_MAP_LOOKUP_ELEM, self.maps[name], key, value)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise TunnelBpfError(f"map {name}: {exc}") from None
-        return value.raw
-
-    def _keys(self, name: str, size: int) -> list[bytes]:
-        keys: list[bytes] = []
-        if not self.maps:
-            return keys
-        key: bytes | None = None
-        while True:
-            following = ctypes.create_string_buffer(size)
-            try:
-                ro_bpf._elem(ro_bpf.BPF_MAP_GET_NEXT_KEY, self.maps[name], key, following)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    return keys
-                raise TunnelBpfError(f"map {name}: {exc}") from None
-            key = following.raw
-            keys.append(key)
+        return self._objects.lookup(name, key, size) if self._objects.loaded else None
 
     def set_peer(self, map_name: str, home: IPv6Address, peer: IPv6Address) -> None:
         self._update(map_name, home.packed, peer.packed)
@@ -243,22 +167,19 @@ class TunnelBpf:
 
     def decaps(self) -> list[tuple[IPv6Address, IPv6Address | None, tuple[int, ...]]]:
         """(own, peer or None for any, (packets, ifindex, action, metric, table))."""
+        if not self._objects.loaded:
+            return []
         found = []
-        for key in self._keys("decap", _DECAP_KEY.size):
-            raw = self._lookup("decap", key, _DECAP_VALUE.size)
-            if raw is None:
-                continue
+        for key, raw in self._objects.items("decap", _DECAP_KEY.size, _DECAP_VALUE.size):
             own, peer = (IPv6Address(k) for k in _DECAP_KEY.unpack(key))
             found.append((own, None if peer == _UNSPECIFIED else peer, _DECAP_VALUE.unpack(raw)))
         return found
 
     def counters(self) -> dict[str, int]:
-        cpus = ro_bpf._possible_cpus()
-        totals = {}
-        for index, name in enumerate(COUNTERS):
-            raw = self._lookup("counters", struct.pack("=I", index), 8 * cpus)
-            totals[name] = sum(struct.unpack(f"={cpus}Q", raw)) if raw else 0
-        return totals
+        if not self._objects.loaded:
+            return dict.fromkeys(COUNTERS, 0)
+        return dict(zip(COUNTERS, self._objects.per_cpu_sums("counters", len(COUNTERS)),
+                        strict=True))  # fmt: skip
 
     # the decapsulation filter
 
@@ -383,8 +304,7 @@ class _BpfNetlink:
 
     def _put_decap(self, route: Route) -> None:
         if route.oif not in self._attached:
-            for name in self._nl.link_names():
-                index = self._nl.ifindex(name)
+            for name, index in self._nl.link_indexes().items():
                 if name != "lo" and index not in self._attached:
                     self._bpf.attach(index)
                     self._attached.add(index)

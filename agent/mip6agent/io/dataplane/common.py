@@ -132,6 +132,12 @@ class KernelBackend:
     def close(self) -> None:
         self._nl.close()
 
+    def counters(self) -> dict[str, int]:
+        """The backend's own packet counters (none: the kernel's tunnels count nothing
+        the agent reports). ``decapsulated``: packets taken out of the tunnel before
+        netfilter could count them as tunnelled in."""
+        return {}
+
     def __enter__(self) -> Self:
         return self
 

@@ -819,6 +819,10 @@ class Netlink:
     def link_names(self) -> list[str]:
         return [str(m.get_attr("IFLA_IFNAME")) for m in self._links()]
 
+    def link_indexes(self) -> dict[str, int]:
+        """Interface name -> index, from one dump."""
+        return {str(m.get_attr("IFLA_IFNAME")): int(m["index"]) for m in self._links()}
+
     def _links(self) -> list[Any]:
         msg = ifinfmsg()
         msg["family"] = socket.AF_UNSPEC

@@ -73,18 +73,13 @@ the source and the build flags (``MIP6AGENT_BPF_CACHE``, else
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import hashlib
 import ipaddress
 import os
 import platform
 import shutil
 import struct
-import subprocess
 import sys
-import sysconfig
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
@@ -94,12 +89,23 @@ from typing import Literal
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .bpf_objects import (
+    NR_BPF,
+    PIN_ROOT,
+    BpfError,
+    PinnedObjects,
+    compile_object,
+    default_cache_dir,
+    digest,
+    ensure_bpffs,
+    obj_id,
+)
+
 Role = Literal["cn", "mn"]
 Direction = Literal["egress", "ingress"]
 
 RO_OVERHEAD = 24
 SOURCE = Path(__file__).with_name("bpf") / "ro.bpf.c"
-PIN_ROOT = Path("/sys/fs/bpf/mip6agent")
 COUNTERS = (
     "cn_egress",
     "cn_ingress",
@@ -124,21 +130,11 @@ _PARENT: dict[Direction, int] = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 _ETH_P_IPV6 = 0x86DD
 _FILTER_HANDLE = 1
 
-_NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361}
-BPF_MAP_LOOKUP_ELEM = 1
-BPF_MAP_UPDATE_ELEM = 2
-BPF_MAP_DELETE_ELEM = 3
-BPF_MAP_GET_NEXT_KEY = 4
-BPF_OBJ_GET = 7
-BPF_OBJ_GET_INFO_BY_FD = 15
-_ATTR_SIZE = 128
 _KEY = struct.Struct("16s16s")
 _VALUE = struct.Struct("=16sQQ")  # struct ro_value: care-of address, packets, last use
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
-
-class RoBpfError(Exception):
+class RoBpfError(BpfError):
     """The eBPF route-optimization data path could not do what was asked."""
 
 
@@ -168,103 +164,12 @@ class Attachment:
     program: str
 
 
-# --- the bpf(2) system call, for map access and object ids --------------------------
-
-
-def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
-    number = _NR_BPF.get(platform.machine())
-    if number is None:
-        raise RoBpfError(f"bpf(2): unknown system call number on {platform.machine()}")
-    result = _libc.syscall(number, cmd, attr, _ATTR_SIZE)
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int(result)
-
-
-def _obj_get(path: Path) -> int:
-    """A file descriptor for the map or program pinned at ``path``."""
-    name = ctypes.create_string_buffer(os.fsencode(path))
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    struct.pack_into("=QII", attr, 0, ctypes.addressof(name), 0, 0)
-    return _bpf(BPF_OBJ_GET, attr)
-
-
-def _obj_info(fd: int, size: int = 256) -> bytes:
-    info = ctypes.create_string_buffer(size)
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    struct.pack_into("=IIQ", attr, 0, fd, size, ctypes.addressof(info))
-    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
-    return info.raw
-
-
-def _obj_id(fd: int) -> int:
-    """The kernel id of a program or map (the second u32 of either info struct)."""
-    return int(struct.unpack_from("=I", _obj_info(fd), 4)[0])
-
-
-def _elem(
-    cmd: int, fd: int, key: bytes | None, value: ctypes.Array[ctypes.c_char] | None, flags: int = 0
-) -> None:
-    kbuf = ctypes.create_string_buffer(key, len(key)) if key is not None else None
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    struct.pack_into(
-        "=IIQQQ",
-        attr,
-        0,
-        fd,
-        0,
-        ctypes.addressof(kbuf) if kbuf is not None else 0,
-        ctypes.addressof(value) if value is not None else 0,
-        flags,
-    )
-    _bpf(cmd, attr)
-
-
-def _possible_cpus() -> int:
-    """How many values a per-CPU map holds (the kernel's possible CPUs)."""
-    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    count = 0
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        count += int(high or low) - int(low) + 1
-    return count
-
-
 # --- building -----------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    if env := os.environ.get("MIP6AGENT_BPF_CACHE"):
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/cache/mip6agent/bpf")
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mip6agent" / "bpf"
-
-
-def _include_dirs() -> list[str]:
-    multiarch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
-    return [f"/usr/include/{multiarch}"]
-
-
-def _build_flags(cn_max: int, mn_max: int) -> list[str]:
-    return [
-        "-O2",
-        "-g",
-        "-target",
-        "bpf",
-        "-Wall",
-        f"-DRO_CN_MAX_BINDINGS={cn_max}",
-        f"-DRO_MN_MAX_BINDINGS={mn_max}",
-        *(f"-I{d}" for d in _include_dirs()),
-    ]
 
 
 def build_digest(cn_max_bindings: int = 4096, mn_max_bindings: int = 1024) -> str:
     """What identifies one build: a hash of the source and the compiler flags."""
-    flags = _build_flags(cn_max_bindings, mn_max_bindings)
-    return hashlib.sha256(SOURCE.read_bytes() + "\0".join(flags).encode()).hexdigest()[:16]
+    return digest(SOURCE, _defines(cn_max_bindings, mn_max_bindings))
 
 
 def build(
@@ -278,60 +183,19 @@ def build(
     for limit in (cn_max_bindings, mn_max_bindings):
         if not 1 <= limit <= 1 << 20:
             raise RoBpfError(f"binding map size {limit} is outside 1..{1 << 20}")
-    defines = [f"RO_CN_MAX_BINDINGS={cn_max_bindings}", f"RO_MN_MAX_BINDINGS={mn_max_bindings}"]
-    return compile_object(SOURCE, "ro", defines, cache_dir, clang)
-
-
-def compile_object(
-    source: Path, stem: str, defines: list[str], cache_dir: Path | None = None, clang: str = "clang"
-) -> Path:
-    """``source`` compiled for BPF into the cache, named by a hash of it and the flags;
-    compiled only when no cached copy matches."""
-    cache = cache_dir or default_cache_dir()
-    flags = ["-O2", "-g", "-target", "bpf", "-Wall", *(f"-D{d}" for d in defines),
-             *(f"-I{d}" for d in _include_dirs())]  # fmt: skip
-    digest = hashlib.sha256(source.read_bytes() + "\0".join(flags).encode()).hexdigest()[:16]
-    target = cache / f"{stem}-{digest}.bpf.o"
-    if target.exists():
-        return target
-    compiler = shutil.which(clang)
-    if compiler is None:
-        raise RoBpfError(f"{clang} not found (Debian: apt install clang llvm libbpf-dev)")
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache, suffix=".o", delete=False) as tmp:
-        partial = Path(tmp.name)
     try:
-        result = subprocess.run(
-            [compiler, *flags, "-c", str(source), "-o", str(partial)],
-            capture_output=True,
-            text=True,
+        return compile_object(
+            SOURCE, "ro", _defines(cn_max_bindings, mn_max_bindings), cache_dir, clang
         )
-        if result.returncode != 0:
-            raise RoBpfError(f"compiling {source.name} failed: {result.stderr.strip()}")
-        partial.replace(target)  # atomic: a concurrent build finds a whole object or none
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+    except BpfError as exc:
+        raise RoBpfError(str(exc)) from None
+
+
+def _defines(cn_max: int, mn_max: int) -> list[str]:
+    return [f"RO_CN_MAX_BINDINGS={cn_max}", f"RO_MN_MAX_BINDINGS={mn_max}"]
 
 
 # --- bpffs and netlink --------------------------------------------------------------
-
-
-def _is_bpffs(path: Path) -> bool:
-    with open("/proc/self/mounts") as mounts:
-        return any(line.split()[1:3] == [str(path), "bpf"] for line in mounts)
-
-
-def ensure_bpffs(root: Path = PIN_ROOT) -> None:
-    """Mount bpffs at /sys/fs/bpf when nothing is mounted there (systemd usually does)."""
-    mountpoint = Path("/sys/fs/bpf")
-    if root.is_relative_to(mountpoint) and not _is_bpffs(mountpoint):
-        result = subprocess.run(
-            ["mount", "-t", "bpf", "bpf", str(mountpoint)], capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise RoBpfError(f"cannot mount bpffs on {mountpoint}: {result.stderr.strip()}")
-    root.mkdir(parents=True, exist_ok=True)
 
 
 @contextlib.contextmanager
@@ -411,23 +275,22 @@ class RoBpf:
         self.cache_dir = cache_dir
         self.cn_max_bindings = cn_max_bindings
         self.mn_max_bindings = mn_max_bindings
-        self._maps: dict[str, int] = {}
-        self._progs: dict[str, int] = {}
+        self._objects = PinnedObjects(
+            self.pin_dir,
+            [p for role in PROGRAMS.values() for p in role.values()],
+            [*MAPS.values(), COUNTER_MAP],
+            RoBpfError,
+        )
+
+    @property
+    def _progs(self) -> dict[str, int]:
+        return self._objects.progs
+
+    @property
+    def _maps(self) -> dict[str, int]:
+        return self._objects.maps
 
     # loading and pins
-
-    def _prog_pin(self, name: str) -> Path:
-        return self.pin_dir / "progs" / name
-
-    def _map_pin(self, name: str) -> Path:
-        return self.pin_dir / "maps" / name
-
-    def _pins_complete(self) -> bool:
-        progs = [p for role in PROGRAMS.values() for p in role.values()]
-        maps = [*MAPS.values(), COUNTER_MAP]
-        return all(self._prog_pin(p).exists() for p in progs) and all(
-            self._map_pin(m).exists() for m in maps
-        )
 
     def load(self) -> bool:
         """Load the programs and maps, or reopen the pinned ones; True if loaded anew.
@@ -437,75 +300,24 @@ class RoBpf:
         are then empty and filters still run the old programs until :meth:`attach`
         replaces them, so the caller re-attaches and adds its bindings again.
         """
-        if self._progs:
-            return False
-        ensure_bpffs(self.pin_dir.parent)
-        marker = self.pin_dir / f"build-{build_digest(self.cn_max_bindings, self.mn_max_bindings)}"
-        fresh = not (self._pins_complete() and marker.is_dir())
-        if fresh:
-            self._unpin(keep_qdisc_markers=True)
-            obj = build(
+        return self._objects.load(
+            lambda: build(
                 self.cache_dir,
                 cn_max_bindings=self.cn_max_bindings,
                 mn_max_bindings=self.mn_max_bindings,
-            )
-            self.pin_dir.mkdir(parents=True, exist_ok=True)
-            bpftool = shutil.which("bpftool")
-            if bpftool is None:
-                raise RoBpfError("bpftool not found (Debian: apt install bpftool)")
-            result = subprocess.run(
-                [
-                    bpftool,
-                    "prog",
-                    "loadall",
-                    str(obj),
-                    str(self.pin_dir / "progs"),
-                    "type",
-                    "tc",
-                    "pinmaps",
-                    str(self.pin_dir / "maps"),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                self._unpin()
-                raise RoBpfError(f"loading {obj.name} failed: {_tail(result.stderr)}")
-            marker.mkdir()  # bpffs holds directories: which build these pins are
-        try:
-            for role in PROGRAMS.values():
-                for name in role.values():
-                    self._progs[name] = _obj_get(self._prog_pin(name))
-            for name in [*MAPS.values(), COUNTER_MAP]:
-                self._maps[name] = _obj_get(self._map_pin(name))
-        except OSError as exc:
-            self.close()
-            raise RoBpfError(f"opening the pins under {self.pin_dir}: {exc}") from exc
-        return fresh
+            ),
+            build_digest(self.cn_max_bindings, self.mn_max_bindings),
+            prog_type="tc",
+            keep="clsact-",
+        )
 
     def close(self) -> None:
         """Close our descriptors; pins, filters and maps stay (a restart finds them)."""
-        for fd in [*self._progs.values(), *self._maps.values()]:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._progs.clear()
-        self._maps.clear()
+        self._objects.close()
 
-    def _unpin(self, keep_qdisc_markers: bool = False) -> None:
-        """Remove progs/, maps/ and the build marker; the clsact markers too unless kept."""
-        if not self.pin_dir.is_dir():
-            return
-        for entry in self.pin_dir.iterdir():
-            if keep_qdisc_markers and entry.name.startswith("clsact-"):
-                continue
-            if entry.is_dir():
-                for pin in entry.iterdir():
-                    pin.unlink()
-                entry.rmdir()
-            else:
-                entry.unlink()
-        if not any(self.pin_dir.iterdir()):
-            self.pin_dir.rmdir()
+    def _unpin(self) -> None:
+        """Remove progs/, maps/, the build marker and the clsact markers."""
+        self._objects.unpin()
 
     def _qdisc_marker(self, index: int) -> Path:
         """Marks a clsact this instance added (bpffs holds directories, not files)."""
@@ -515,11 +327,11 @@ class RoBpf:
     def program_ids(self) -> dict[str, int]:
         """Kernel ids of our loaded programs (``bpftool prog show id N``)."""
         self._need_loaded()
-        return {name: _obj_id(fd) for name, fd in self._progs.items()}
+        return {name: obj_id(fd) for name, fd in self._progs.items()}
 
     def map_ids(self) -> dict[str, int]:
         self._need_loaded()
-        return {name: _obj_id(fd) for name, fd in self._maps.items()}
+        return {name: obj_id(fd) for name, fd in self._maps.items()}
 
     def _need_loaded(self) -> None:
         if not self._progs:
@@ -618,10 +430,6 @@ class RoBpf:
 
     # bindings
 
-    def _map(self, role: Role) -> int:
-        self._need_loaded()
-        return self._maps[MAPS[role]]
-
     def add_binding(
         self, role: Role, cn: str | IPv6Address, home: str | IPv6Address, coa: str | IPv6Address
     ) -> None:
@@ -629,80 +437,34 @@ class RoBpf:
 
         An update (a new care-of address) keeps the binding's use counters.
         """
-        fd, key = self._map(role), _key(cn, home)
-        packets = last_used = 0
-        current = ctypes.create_string_buffer(_VALUE.size)
-        try:
-            _elem(BPF_MAP_LOOKUP_ELEM, fd, key, current)
-            _, packets, last_used = _VALUE.unpack(current.raw)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise RoBpfError(f"reading a {role} binding: {exc}") from exc
-        value = ctypes.create_string_buffer(_VALUE.pack(_addr(coa), packets, last_used))
-        try:
-            _elem(BPF_MAP_UPDATE_ELEM, fd, key, value)
-        except OSError as exc:
-            if exc.errno == errno.E2BIG:
-                raise RoBpfError(f"the {role} binding map is full") from exc
-            raise RoBpfError(f"adding a {role} binding: {exc}") from exc
+        self._need_loaded()
+        name, key = MAPS[role], _key(cn, home)
+        current = self._objects.lookup(name, key, _VALUE.size)
+        _, packets, last_used = _VALUE.unpack(current) if current else (b"", 0, 0)
+        self._objects.update(name, key, _VALUE.pack(_addr(coa), packets, last_used))
 
     def remove_binding(self, role: Role, cn: str | IPv6Address, home: str | IPv6Address) -> bool:
         """Remove one binding; False if there was none."""
-        try:
-            _elem(BPF_MAP_DELETE_ELEM, self._map(role), _key(cn, home), None)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise RoBpfError(f"removing a {role} binding: {exc}") from exc
-        return True
+        self._need_loaded()
+        return self._objects.delete(MAPS[role], _key(cn, home))
 
     def bindings(self, role: Role | None = None) -> list[RoBinding]:
         """Every binding in the maps (both roles unless one is given), for reconciling."""
-        roles: list[Role] = [role] if role else ["cn", "mn"]
+        self._need_loaded()
         found = []
-        for each in roles:
-            fd = self._map(each)
-            key: bytes | None = None
-            while True:
-                following = ctypes.create_string_buffer(_KEY.size)
-                try:
-                    _elem(BPF_MAP_GET_NEXT_KEY, fd, key, following)
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:
-                        break
-                    raise
-                key = following.raw
-                value = ctypes.create_string_buffer(_VALUE.size)
-                try:
-                    _elem(BPF_MAP_LOOKUP_ELEM, fd, key, value)
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:  # removed meanwhile
-                        continue
-                    raise
+        for each in [role] if role else ["cn", "mn"]:
+            for key, value in self._objects.items(MAPS[each], _KEY.size, _VALUE.size):
                 cn, home = _KEY.unpack(key)
-                coa, packets, last_used = _VALUE.unpack(value.raw[: _VALUE.size])
-                found.append(
-                    RoBinding(
-                        each,
-                        IPv6Address(cn),
-                        IPv6Address(home),
-                        IPv6Address(coa),
-                        packets,
-                        last_used,
-                    )
-                )
+                coa, packets, last_used = _VALUE.unpack(value[: _VALUE.size])
+                addresses = (IPv6Address(cn), IPv6Address(home), IPv6Address(coa))
+                found.append(RoBinding(each, *addresses, packets, last_used))
         return found
 
     def counters(self) -> dict[str, int]:
         """Packet counters (:data:`COUNTERS`), summed over CPUs."""
         self._need_loaded()
-        cpus = _possible_cpus()
-        totals = {}
-        for index, name in enumerate(COUNTERS):
-            value = ctypes.create_string_buffer(8 * cpus)
-            _elem(BPF_MAP_LOOKUP_ELEM, self._maps[COUNTER_MAP], struct.pack("=I", index), value)
-            totals[name] = sum(struct.unpack(f"={cpus}Q", value.raw))
-        return totals
+        return dict(zip(COUNTERS, self._objects.per_cpu_sums(COUNTER_MAP, len(COUNTERS)),
+                        strict=True))  # fmt: skip
 
 
 def _addr(address: str | IPv6Address) -> bytes:
@@ -711,10 +473,6 @@ def _addr(address: str | IPv6Address) -> bytes:
 
 def _key(cn: str | IPv6Address, home: str | IPv6Address) -> bytes:
     return _KEY.pack(_addr(cn), _addr(home))
-
-
-def _tail(text: str, lines: int = 12) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def available(netns: str | None = None, cache_dir: Path | None = None) -> tuple[bool, str]:
@@ -728,7 +486,7 @@ def available(netns: str | None = None, cache_dir: Path | None = None) -> tuple[
     for tool in ("clang", "bpftool"):
         if shutil.which(tool) is None:
             return False, f"{tool} is not installed"
-    if platform.machine() not in _NR_BPF:
+    if platform.machine() not in NR_BPF:
         return False, f"no bpf(2) system call number known for {platform.machine()}"
     probe = RoBpf(f"probe-{os.getpid()}", netns=netns, cache_dir=cache_dir)
     try:
