@@ -5,7 +5,9 @@ bench/ha_rate.py: home link 2001:db8:1::/64, the HA at ::1, every CoA in 2001:db
 local on ``lg``). The HA's kernel gets the state a running agent leaves for N bindings
 (seg6 tunnel route, End.DX6 decapsulation from the CoA, proxy NDP entry, all proto 86,
 seeded with ``ip -batch``, plus the decapsulation rule and moved local-table rule the
-agent's ha_setup makes), and its state directory the matching binding_cache.sqlite3
+agent's ha_setup makes; with ``--dataplane bpf``, for kernels without seg6, the eBPF
+backend's pinned programs, its routes and map entries, made by that backend's own
+reconciliation in a worker), and its state directory the matching binding_cache.sqlite3
 (written with BindingStore). Then a real ``mip6agent`` (role ha, ``authentication:
 disabled``) starts, and we time from its Popen to
 
@@ -21,7 +23,8 @@ The **baseline** is the same start with nothing saved and an empty kernel (N = 0
 same run. The agent's log gives the reconcile counts (all N must be adopted: nothing
 added, updated or removed). Target: serving at 100k <= 5 s.
 
-Run: ``.venv/bin/python bench/ha_restart.py [--sizes 1000,10000,100000] [--check]``;
+Run: ``.venv/bin/python bench/ha_restart.py [--sizes 1000,10000,100000] [--dataplane
+auto|seg6|bpf] [--check]``;
 with ``HA_RESTART_PROFILE=<directory>`` each agent runs under cProfile
 (``<directory>/agent-<N>.prof``, written when it stops).
 Every namespace, process and file is removed at the end, on failure and on Ctrl-C.
@@ -99,15 +102,47 @@ def worker_refresh(spec: dict[str, Any]) -> dict[str, Any]:
     return {"answered_at": None, "sent": sent}
 
 
-WORKERS = {"refresh": worker_refresh}
+def worker_seed_bpf(spec: dict[str, Any]) -> dict[str, Any]:
+    """Inside the HA's namespace: what the agent's eBPF tunnel backend leaves for ``count``
+    bindings (its pinned programs, maps, routes and proxy entries), made by that backend's
+    own setup and reconciliation; closed without cleanup, as a stopped agent leaves it."""
+    from mip6agent.io.dataplane.bpf_tunnel import BpfTunnelDataPlane
+
+    count = int(spec["count"])
+    dataplane = BpfTunnelDataPlane()
+    try:
+        dataplane.ha_setup(IFNAME, HA_ADDRESS)
+        wanted = {home_address(i): care_of_address(i) for i in range(count)}
+        report = dataplane.ha_reconcile(wanted, HA_ADDRESS, IFNAME)
+    finally:
+        dataplane.close()
+    return {"added": len(report.added)}
+
+
+WORKERS = {"refresh": worker_refresh, "seed_bpf": worker_seed_bpf}
 
 
 # --- seeding --------------------------------------------------------------------------------
 
 
-def seed_kernel(namespace: str, count: int) -> float:
-    """What an agent with ``count`` bindings leaves in the kernel, through ``ip -batch``."""
+def seed_kernel(namespace: str, count: int, backend: str = "seg6") -> float:
+    """What an agent with ``count`` bindings leaves in the kernel: seg6 routes through
+    ``ip -batch``; for ``bpf``, the eBPF tunnel backend's own reconciliation (its routes
+    name the pinned program, which ``ip`` cannot write), whose pins must outlive the
+    worker (``MIP6AGENT_BPF_PINS``, netns.shared_bpf_pins)."""
     started = time.monotonic()
+    if backend == "bpf":
+        done = subprocess.run(
+            _worker_argv(namespace, "seed_bpf", {"count": count}), capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"seeding the bpf backend: {done.stderr.strip()[-2000:]}")
+        added = json.loads(done.stdout.strip().splitlines()[-1])["added"]
+        if added != count:
+            raise RuntimeError(f"seeding the bpf backend added {added} of {count} bindings")
+        return time.monotonic() - started
+    if backend != "seg6":
+        raise ValueError(f"no seeding for the {backend} backend")
     lines = [
         "rule add pref 1000 lookup local proto 86",
         "rule del pref 0 lookup local",
@@ -166,7 +201,7 @@ def seed_state(directory: Path, count: int) -> float:
 # --- one measured start ---------------------------------------------------------------------
 
 
-def one_start(the_lab: Lab, count: int, tag: str) -> dict[str, Any]:
+def one_start(the_lab: Lab, count: int, tag: str, backend: str = "seg6") -> dict[str, Any]:
     sys.path.insert(0, str(TESTS))
     from agents import AgentProcess
     from mip6agent.control.client import call
@@ -184,10 +219,11 @@ def one_start(the_lab: Lab, count: int, tag: str) -> dict[str, Any]:
     the_lab.sysctl(ha, "net.ipv6.route.max_size", str(max(4096, 4 * count)))
     directory = the_lab.directory / f"agent{tag}"
     state = directory / "state"
-    seed_kernel_s = seed_kernel(ha, count) if count else 0.0
+    seed_kernel_s = seed_kernel(ha, count, backend) if count else 0.0
     seed_state_s = seed_state(state, count) if count else 0.0
     config = {
         "role": "ha",
+        "dataplane": backend,
         "authentication": "disabled",
         "log_level": "info",
         "home_agent": {
@@ -289,6 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N")
     parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument(
+        "--dataplane",
+        choices=("auto", "seg6", "bpf"),
+        default="auto",
+        help="the backend seeded and used (auto: seg6 where the kernel has it, else bpf)",
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -302,12 +344,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     begun = time.monotonic()
     runs = []
-    with lab() as the_lab:
+    sys.path.insert(0, str(TESTS))
+    from dataplane_probe import verdict
+    from netns import shared_bpf_pins
+
+    backend = args.dataplane
+    if backend == "auto":
+        backend = "seg6" if verdict().capabilities.seg6 else "bpf"
+    with shared_bpf_pins(), lab() as the_lab:
         # Workers must be this script's, not ha_rate's.
         the_lab.worker_argv = _worker_argv  # type: ignore[method-assign]
-        baseline = one_start(the_lab, 0, "0")
+        baseline = one_start(the_lab, 0, "0", backend)
         for n, size in enumerate(sizes):
-            runs.append(one_start(the_lab, size, str(n + 1)))
+            runs.append(one_start(the_lab, size, str(n + 1), backend))
     base = baseline.get("serving_s")
     largest = next((r for r in runs if r["bindings"] == 100_000), None)
     growth = []
@@ -334,8 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "kernel": platform.release(),
+        "dataplane": backend,
         "method": "Popen of the agent to (control) status answered, (serving) first accepted "
-        "BA for a refresh BU sent every 10 ms; kernel state seeded with ip -batch, state file "
+        "BA for a refresh BU sent every 10 ms; kernel state seeded with ip -batch (seg6) or the "
+        "bpf backend's own reconciliation, state file "
         "with BindingStore; baseline: N = 0 (empty kernel, no state file)",
         "baseline": baseline,
         "sizes": runs,

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,20 +43,11 @@ def _forced_dataplane(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_bpf_pins() -> Iterator[None]:
-    """A bpffs that every agent the tests start sees, as a systemd-run agent sees
-    /sys/fs/bpf: ``ip netns exec`` mounts a fresh /sys, so without it an agent's eBPF
-    tunnel pins would vanish with each run and a restarted agent could never adopt them."""
-    if os.geteuid() != 0 or os.environ.get("MIP6AGENT_BPF_PINS"):
+    """One bpffs for the session's agents (netns.shared_bpf_pins)."""
+    if os.geteuid() != 0:
         yield
         return
-    root = Path(tempfile.mkdtemp(prefix="mip6-tests-bpffs-", dir="/run"))
-    mounted = subprocess.run(["mount", "-t", "bpf", "bpf", str(root)], check=False).returncode == 0
-    if mounted:
-        os.environ["MIP6AGENT_BPF_PINS"] = str(root)
-    try:
+    from netns import shared_bpf_pins
+
+    with shared_bpf_pins():
         yield
-    finally:
-        os.environ.pop("MIP6AGENT_BPF_PINS", None)
-        if mounted:
-            subprocess.run(["umount", "-l", str(root)], check=False)
-        root.rmdir()

@@ -7,10 +7,13 @@ import ctypes
 import itertools
 import os
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 _counter = itertools.count()
 NETNS_DIR = "/run/netns"
@@ -61,6 +64,38 @@ def namespaces(*roles: str) -> Iterator[dict[str, str]]:
     finally:
         for name in names.values():
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@contextmanager
+def shared_bpf_pins() -> Iterator[str | None]:
+    """A bpffs under /run that every agent started from here sees, as a systemd-run agent
+    sees /sys/fs/bpf: ``ip netns exec`` mounts a fresh /sys, so without it an agent's eBPF
+    tunnel pins would vanish with each run and a restarted agent could never adopt them.
+
+    Sets ``MIP6AGENT_BPF_PINS`` for the block (child processes inherit it) and yields its
+    path; keeps one the caller already set; yields None where no bpffs can be mounted.
+    """
+    if os.environ.get("MIP6AGENT_BPF_PINS"):
+        yield os.environ["MIP6AGENT_BPF_PINS"]
+        return
+    root = Path(tempfile.mkdtemp(prefix="mip6-tests-bpffs-", dir="/run"))
+    mounted = subprocess.run(["mount", "-t", "bpf", "bpf", str(root)], check=False).returncode == 0
+    if mounted:
+        os.environ["MIP6AGENT_BPF_PINS"] = str(root)
+    try:
+        yield str(root) if mounted else None
+    finally:
+        if mounted:
+            os.environ.pop("MIP6AGENT_BPF_PINS", None)
+            subprocess.run(["umount", "-l", str(root)], check=False)
+        root.rmdir()
+
+
+def netns_cookie(ns: str) -> int:
+    """The namespace's cookie (Linux 5.14+), which names the eBPF tunnel's pin directory."""
+    with inside(ns), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        raw = sock.getsockopt(socket.SOL_SOCKET, 71, 8)  # SO_NETNS_COOKIE
+    return int.from_bytes(raw, "little")
 
 
 def veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:

@@ -2,15 +2,18 @@
 bindings (RFC 6275 10.3.1 state kept across restarts; docs/security.md, "Restart").
 
 The kernel and the state directory get what a running agent leaves for N bindings (as in
-bench/ha_restart.py); the agent starts, and the signal comes as soon as its control socket
-answers, while ``status`` still says it is reconciling. A stop must end in bounded time
-without removing anything the saved bindings name; a reload must not disturb the
-reconciliation. Each case checks the kernel with ``ip`` and the state with a fresh
-BindingStore, not with the agent's own report.
+bench/ha_restart.py), with each backend this kernel has: seg6 routes, or the eBPF tunnel's
+pinned programs, routes and map entries (read back with ``ip`` and bpftool). The agent
+starts, and the signal comes as soon as its control socket answers, while ``status``
+still says it is reconciling. A stop must end in bounded time without removing anything
+the saved bindings name; a reload must not disturb the reconciliation. Each case checks
+the kernel with ``ip`` and the state with a fresh BindingStore, not with the agent's own
+report.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -25,6 +28,7 @@ from agents import AgentProcess
 from dataplane_probe import require_dataplane
 from mip6agent.control.client import call
 from mip6agent.control.protocol import ControlError
+from netns import netns_cookie
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -43,17 +47,19 @@ RECONCILED = re.compile(
 )
 
 
-@pytest.fixture
-def seeded() -> Iterator[tuple[str, AgentProcess]]:
-    require_dataplane("seg6")  # the kernel is seeded with seg6 routes, as the agent leaves
+@pytest.fixture(params=["seg6", "bpf"])
+def seeded(request: pytest.FixtureRequest) -> Iterator[tuple[str, AgentProcess]]:
+    backend = request.param
+    require_dataplane(backend)  # the kernel is seeded with what that backend leaves
     with lab() as the_lab:
         ha, _lg = build_link(the_lab)
         the_lab.sysctl(ha, "net.ipv6.route.max_size", str(4 * N))
         directory = the_lab.directory / "agent"
-        seed_kernel(ha, N)
+        seed_kernel(ha, N, backend)
         seed_state(directory / "state", N)
         config = {
             "role": "ha",
+            "dataplane": backend,
             "authentication": "disabled",
             "log_level": "info",
             "home_agent": {
@@ -69,7 +75,9 @@ def seeded() -> Iterator[tuple[str, AgentProcess]]:
 
 
 def _kernel_counts(ha: str) -> tuple[int, int]:
-    """(proto 86 routes in every table, proxy neighbour entries) in the HA's namespace."""
+    """(tunnel and decapsulation entries, proxy neighbour entries) in the HA's namespace:
+    proto 86 routes in every table (seg6: both kinds; bpf: the tunnel routes, whose
+    decapsulations are entries of the pinned ``decap`` map, counted with bpftool)."""
 
     def ip(*args: str) -> int:
         done = subprocess.run(
@@ -77,9 +85,16 @@ def _kernel_counts(ha: str) -> tuple[int, int]:
         )
         return len(done.stdout.splitlines())
 
-    return ip("route", "show", "table", "all", "proto", "86"), ip(
-        "neigh", "show", "proxy", "dev", IFNAME
-    )
+    routes = ip("route", "show", "table", "all", "proto", "86")
+    pins = os.environ.get("MIP6AGENT_BPF_PINS")
+    decap = Path(pins or "/nonexistent") / f"tunnel-c{netns_cookie(ha)}" / "maps" / "decap"
+    if decap.exists():
+        dump = subprocess.run(
+            ["bpftool", "-j", "map", "dump", "pinned", str(decap)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        routes += len(json.loads(dump.stdout))
+    return routes, ip("neigh", "show", "proxy", "dev", IFNAME)
 
 
 def _saved_rows(directory: Path) -> int:
