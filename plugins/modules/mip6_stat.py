@@ -58,7 +58,7 @@ options:
       - A list the role does not have is gathered as empty.
     type: list
     elements: str
-    choices: [bindings, bul, home_agents, home_addresses, counters, status]
+    choices: [bindings, bul, correspondents, home_agents, home_addresses, counters, status]
   clear:
     description:
       - Lists to clear before gathering.
@@ -163,6 +163,22 @@ ansible_facts:
               home_agent: 2001:db8:1::1
               state: registered
               care_of_address: 2001:db8:2::100
+        correspondents:
+          description:
+            - The mobile node's correspondent entries (route optimisation), one mapping per
+              home address and correspondent, with the return routability C(state), the
+              care-of address registered with the correspondent, and the eBPF or XFRM
+              data path's C(dataplane) (care-of address in use, or null) and C(packets).
+            - Empty where route optimisation is off.
+          returned: when gathered
+          type: list
+          elements: dict
+          sample:
+            - home_address: 2001:db8:1::100
+              correspondent: 2001:db8:4::9
+              state: bound
+              dataplane: 2001:db8:2::100
+              packets: 40
         home_agents:
           description: Home agents heard in Router Advertisements or DHAAD replies.
           returned: when gathered
@@ -209,7 +225,10 @@ from ansible_collections.mobileip.mipv6.plugins.module_utils.mip6_control import
     list_name,
 )
 
-GATHER = (*LIST_COMMANDS, "status")
+# Lists that can be gathered but not cleared: a mobile node's correspondents (route
+# optimisation; its status lists them while route optimisation is on).
+GATHER_COMMANDS = {**LIST_COMMANDS, "correspondents": "correspondents"}
+GATHER = (*GATHER_COMMANDS, "status")
 # mip6stat -M: the agent's clear-home-addresses, as a merge of the configuration.
 CLEAR_HOME_ADDRESSES = {
     "mobile_node": {"home_addresses": None, "home_prefix": None, "autoconfigure": True}
@@ -267,7 +286,7 @@ def run(module: AnsibleModule, client: Mip6Control) -> dict:
             facts["status"] = client.call("status")
             facts["status"]["lists"] = role_lists
         else:
-            facts[name] = client.call(LIST_COMMANDS[name])
+            facts[name] = client.call(GATHER_COMMANDS[name])
     return {
         "changed": bool(cleared),
         "cleared": cleared,

@@ -126,6 +126,7 @@ class FakeAgent:
         self.bul: list[dict] = []
         self.home_agents: list[dict] = []
         self.counters: dict[str, int] = {}
+        self.correspondents: list[dict] | None = None  # a list: route optimisation is on
         if role == "mn":
             self.bul = [
                 {
@@ -205,7 +206,7 @@ class FakeAgent:
                 "dataplane": "seg6" if self.role != "cn" else None,
                 "enabled": self.enabled if self.role in ("ha", "mn") else True,
                 "debug": self.config["debug"],
-                "lists": LISTS[self.role],
+                "lists": self._lists(),
             }
         if command == "show-config":
             return copy.deepcopy(self.config)
@@ -238,6 +239,8 @@ class FakeAgent:
             return copy.deepcopy(getattr(self, plain[command]))
         if command == "home-addresses":
             return [{"home_address": e["home_address"]} for e in self.bul]
+        if command == "correspondents":
+            return copy.deepcopy(self.correspondents or [])
         if command == "clear-bindings":
             self.bindings = []
             return {"cleared": "bindings"}
@@ -252,6 +255,13 @@ class FakeAgent:
             self.counters = {k: v for k, v in self.counters.items() if k.startswith("transport.")}
             return {"cleared": "counters"}
         raise AgentRefusedError(f"unknown command {command!r}")
+
+    def _lists(self) -> list[str]:
+        """As the agent: ``correspondents`` after ``bul`` while route optimisation is on."""
+        lists = list(LISTS[self.role])
+        if self.role == "mn" and self.correspondents is not None:
+            lists.insert(lists.index("bul") + 1, "correspondents")
+        return lists
 
     def _set_config(self, config: dict, merge: bool) -> dict:
         data = copy.deepcopy(self.config) if merge else {}

@@ -45,6 +45,20 @@ def test_mobile_node_lists_use_underscores(agent: FakeAgent) -> None:
     assert facts["home_addresses"] == [{"home_address": "2001:db8:1::100"}]
 
 
+def test_mobile_node_with_route_optimization_gathers_its_correspondents(
+    agent: FakeAgent,
+) -> None:
+    agent.set_role("mn")
+    entry = {"home_address": "2001:db8:1::100", "correspondent": "2001:db8:4::9",
+             "state": "bound", "dataplane": "2001:db8:2::100"}  # fmt: skip
+    agent.correspondents = [entry]
+    facts = stat(agent)["ansible_facts"]["mip6"]
+    assert facts["correspondents"] == [entry]
+    assert "correspondents" in facts["status"]["lists"]
+    only = stat(agent, gather=["correspondents"])["ansible_facts"]["mip6"]
+    assert only == {"correspondents": [entry]}
+
+
 def test_gather_a_selection(agent: FakeAgent) -> None:
     facts = stat(agent, gather=["counters"])["ansible_facts"]["mip6"]
     assert facts == {"counters": {}}
