@@ -153,7 +153,7 @@ class Correspondent:
 
     # --- received packets ----------------------------------------------------------------
 
-    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
+    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list[act.Action]:
         if packet.protocol == IPPROTO_MH:
             payload = packet.payload
             if not isinstance(payload, MOBILITY_MESSAGE_TYPES):
@@ -184,7 +184,7 @@ class Correspondent:
             return self._error(packet, BEStatus.UNKNOWN_BINDING_FOR_HAO, now)
         return []
 
-    def _error(self, packet: Packet, status: int, now: float) -> list:
+    def _error(self, packet: Packet, status: int, now: float) -> list[act.Action]:
         refused = self.limiter.refusal(packet.src, now)
         if refused is not None:
             self.counters.add(refused)
@@ -193,7 +193,7 @@ class Correspondent:
 
     def _test_init(
         self, packet: Packet, message: HomeTestInit | CareofTestInit, now: float
-    ) -> list:
+    ) -> list[act.Action]:
         """9.4.1-9.4.4: a keygen token for the address the init came from; nothing kept."""
         if packet.home_address_option is not None:
             self.counters.add("rr_init_with_hao")
@@ -216,7 +216,7 @@ class Correspondent:
 
     # --- binding updates ------------------------------------------------------------------
 
-    def _binding_update(self, packet: Packet, bu: BindingUpdate, now: float) -> list:
+    def _binding_update(self, packet: Packet, bu: BindingUpdate, now: float) -> list[act.Action]:
         ours = packet.pseudo_addresses[1]
         home = packet.home_address_option or packet.src
         if unicast_problem(home) is not None:
@@ -329,13 +329,15 @@ class Correspondent:
         care_of: IPv6Address,
         sequence: int,
         units: int,
-    ) -> list:
+    ) -> list[act.Action]:
         """An authenticated BA (9.5.4): to the BU's source, via RH2 if it came from a CoA."""
         ours = packet.pseudo_addresses[1]
         ba = sign(BindingAck(status, 0, sequence, units), kbm, care_of, ours)
         return [self._send_ba(packet, ba)]
 
-    def _refuse(self, packet: Packet, bu: BindingUpdate, status: int, now: float) -> list:
+    def _refuse(
+        self, packet: Packet, bu: BindingUpdate, status: int, now: float
+    ) -> list[act.Action]:
         """A BA that cannot be authenticated: rate limited like a Binding Error."""
         refused = self.limiter.refusal(packet.src, now)
         if refused is not None:
@@ -351,7 +353,9 @@ class Correspondent:
         data = build_packet(ours, packet.src, ba, routing_home_address=home)
         return act.SendPacket(data, packet.src)
 
-    def _remove(self, key: Key, now: float, sequence: int, nonces_until: float, why: str) -> list:
+    def _remove(
+        self, key: Key, now: float, sequence: int, nonces_until: float, why: str
+    ) -> list[act.Action]:
         binding = self.bindings.pop(key, None)
         until = max(nonces_until, binding.nonces_until if binding else 0.0)
         if until > now:
@@ -386,8 +390,8 @@ class Correspondent:
                 binding.last_use, found = now, True
         return found
 
-    def handle_timer(self, now: float) -> list:
-        out: list = []
+    def handle_timer(self, now: float) -> list[act.Action]:
+        out: list[act.Action] = []
         before = self.settings.binding_refresh_request_before
         for key, binding in list(self.bindings.items()):
             if binding.expires <= now:
@@ -421,16 +425,16 @@ class Correspondent:
 
     # --- operator requests -------------------------------------------------------------------
 
-    def reconfigure(self, settings: CorrespondentSettings, now: float) -> list:
+    def reconfigure(self, settings: CorrespondentSettings, now: float) -> list[act.Action]:
         """New settings; switching route optimisation off removes every binding."""
         self.settings = settings
         if settings.route_optimization:
             return []
         return self.stop(now)
 
-    def stop(self, now: float = 0.0) -> list:
+    def stop(self, now: float = 0.0) -> list[act.Action]:
         """Remove every binding's data-path state (agent stop, route optimisation off)."""
-        out: list = []
+        out: list[act.Action] = []
         for key, binding in list(self.bindings.items()):
             out += self._remove(key, now, binding.sequence, binding.nonces_until, "removed")
         return out

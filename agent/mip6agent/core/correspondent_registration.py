@@ -156,7 +156,7 @@ class CorrespondentRegistration:
 
     def away(
         self, care_of_address: IPv6Address, now: float, home_expires: float | None = None
-    ) -> list:
+    ) -> list[act.Action]:
         """Registered with the home agent at ``care_of_address``: optimise the route."""
         self.home_expires = home_expires
         moved = care_of_address != self.care_of_address
@@ -169,7 +169,7 @@ class CorrespondentRegistration:
         out = self._uninstall()
         return out + self._run(now)
 
-    def home(self, now: float) -> list:
+    def home(self, now: float) -> list[act.Action]:
         """Back on the home link: deregister with the correspondent if it may hold a binding."""
         self.care_of_address = None
         self.careof_token = None
@@ -183,7 +183,7 @@ class CorrespondentRegistration:
         self.deregistering = True
         return out + self._run(now)
 
-    def stop(self) -> list:
+    def stop(self) -> list[act.Action]:
         """Forget the correspondent (no longer wanted): back to the tunnel, no signalling."""
         out = self._uninstall()
         self._idle()
@@ -199,7 +199,7 @@ class CorrespondentRegistration:
             and 0 <= now - token.received < self.settings.token_lifetime
         )
 
-    def _run(self, now: float) -> list:
+    def _run(self, now: float) -> list[act.Action]:
         """Get the tokens that are missing or stale, then send the BU."""
         self.refresh_at = None
         self.timeout = self.settings.initial_timeout
@@ -215,8 +215,8 @@ class CorrespondentRegistration:
         self.retransmit_at = now + self.timeout
         return self._send_tests()
 
-    def _send_tests(self) -> list:
-        out: list = []
+    def _send_tests(self) -> list[act.Action]:
+        out: list[act.Action] = []
         if self.home_cookie is not None:
             hoti = HomeTestInit(self.home_cookie)
             self.counters.sent(hoti.MH_TYPE)
@@ -230,7 +230,7 @@ class CorrespondentRegistration:
             out.append(act.SendPacket(data, self.correspondent))
         return out
 
-    def _send_bu(self, now: float) -> list:
+    def _send_bu(self, now: float) -> list[act.Action]:
         home = self.home_token
         assert home is not None
         self.sequence = seq_add(self.sequence)
@@ -255,7 +255,7 @@ class CorrespondentRegistration:
             data = build_packet(self.home_address, self.correspondent, bu)
         else:
             data = build_packet(care_of, self.correspondent, bu, home_address=self.home_address)
-        out: list = [act.SendPacket(data, self.correspondent)]
+        out: list[act.Action] = [act.SendPacket(data, self.correspondent)]
         self.registered = True
         if self.settings.ack:
             self.state = "updating"
@@ -290,7 +290,7 @@ class CorrespondentRegistration:
             )
         return isinstance(message, BindingAck | BindingRefreshRequest) and to_home
 
-    def receive(self, packet: Packet, now: float) -> list:
+    def receive(self, packet: Packet, now: float) -> list[act.Action]:
         """A HoT, CoT, BA, BE or BRR for which :meth:`wants` said yes (checksum checked)."""
         if not self.wants(packet):
             return []
@@ -318,13 +318,13 @@ class CorrespondentRegistration:
             return self._run(now)
         return []
 
-    def _tokens_arrived(self, now: float) -> list:
+    def _tokens_arrived(self, now: float) -> list[act.Action]:
         if self.state != "testing" or self.home_cookie or self.careof_cookie:
             return []
         self.timeout = self.settings.initial_timeout
         return self._send_bu(now)
 
-    def _binding_ack(self, packet: Packet, ba: BindingAck, now: float) -> list:
+    def _binding_ack(self, packet: Packet, ba: BindingAck, now: float) -> list[act.Action]:
         if self.state != "updating" or self._sent is None:
             self.counters.add("ba_unexpected")
             return []
@@ -366,11 +366,11 @@ class CorrespondentRegistration:
             return [act.Log("info", "%s: deregistered with %s", None, self._names())]
         return self._accepted(now, min(ba.lifetime_seconds, MAX_RR_BINDING_LIFETIME))
 
-    def _accepted(self, now: float, granted: float) -> list:
+    def _accepted(self, now: float, granted: float) -> list[act.Action]:
         self.state, self.retransmit_at, self.reason = "bound", None, ""
         self.expires = now + granted
         self.refresh_at = now + granted * self.settings.refresh_fraction
-        out: list = []
+        out: list[act.Action] = []
         coa = self.care_of_address
         if coa is not None and self.installed != coa:
             self.installed = coa
@@ -378,7 +378,7 @@ class CorrespondentRegistration:
             out.append(act.Log("info", "%s: route optimised with %s", None, self._names()))
         return out
 
-    def _binding_error(self, be: BindingError, now: float) -> list:
+    def _binding_error(self, be: BindingError, now: float) -> list[act.Action]:
         self.counters.be_status(be.status, "in")
         if be.status == BEStatus.UNRECOGNIZED_MH_TYPE and self.state != "held":
             return self._hold(now, self.settings.unsupported_holddown, "no Mobile IPv6 there")
@@ -390,7 +390,7 @@ class CorrespondentRegistration:
 
     # --- timers ----------------------------------------------------------------------------
 
-    def handle_timer(self, now: float) -> list:
+    def handle_timer(self, now: float) -> list[act.Action]:
         if self.state == "held":
             if self.hold_until is not None and self.hold_until <= now:
                 self.hold_until = None
@@ -411,7 +411,7 @@ class CorrespondentRegistration:
             return self._run(now)
         return []
 
-    def _retransmit(self, now: float) -> list:
+    def _retransmit(self, now: float) -> list[act.Action]:
         self.timeout *= 2
         if self.timeout > self.settings.max_timeout:
             what = "HoT/CoT" if self.state == "testing" else "BA"
@@ -438,7 +438,7 @@ class CorrespondentRegistration:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _hold(self, now: float, seconds: float, reason: str) -> list:
+    def _hold(self, now: float, seconds: float, reason: str) -> list[act.Action]:
         self.counters.add("rr_failed")
         out = self._uninstall()
         self._idle()
@@ -459,7 +459,7 @@ class CorrespondentRegistration:
         self.home_cookie = self.careof_cookie = None
         self.timeout = self.settings.initial_timeout
 
-    def _uninstall(self) -> list:
+    def _uninstall(self) -> list[act.Action]:
         if self.installed is None:
             return []
         self.installed = None

@@ -19,9 +19,12 @@ from ..wire import (
     BindingUpdate,
     HAADReply,
     HAADRequest,
+    ICMPv6Message,
     MobilePrefixAdvertisement,
     MobilePrefixSolicitation,
     MobilityMessage,
+    MobilityOption,
+    NDOption,
     NeighborAdvertisement,
     NeighborSolicitation,
     Packet,
@@ -154,7 +157,7 @@ class _Request:
     timestamp: int | None = None
     key: MobilityKey | None = None
     at_home: bool = False
-    extra: list = field(default_factory=list)
+    extra: list[MobilityOption] = field(default_factory=list)
     # Where a rejection goes: the packet's source until the BU is authenticated (an
     # Alternate CoA named by an unverified BU must never receive anything), then the CoA.
     reply_to: IPv6Address | None = None
@@ -179,7 +182,7 @@ class HomeAgent:
 
     # --- inputs --------------------------------------------------------------------
 
-    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
+    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list[act.Action]:
         payload = packet.payload
         if packet.protocol == IPPROTO_MH:
             if isinstance(payload, bytes):
@@ -230,8 +233,8 @@ class HomeAgent:
             return self._dad_input(packet, payload)
         return []
 
-    def handle_timer(self, now: float) -> list:
-        out: list = []
+    def handle_timer(self, now: float) -> list[act.Action]:
+        out: list[act.Action] = []
         for pending in list(self._pending.values()):
             if pending.deadline <= now:
                 out += self._stop_dad(pending)
@@ -256,20 +259,20 @@ class HomeAgent:
 
     # --- operator requests -----------------------------------------------------------
 
-    def clear_bindings(self) -> list:
-        out: list = [a for b in self.cache.clear() for a in self._unbound(b)]
+    def clear_bindings(self) -> list[act.Action]:
+        out: list[act.Action] = [a for b in self.cache.clear() for a in self._unbound(b)]
         if out:
             out.append(act.StateChanged("binding_cache"))
         return out
 
-    def reconfigure(self, settings: HomeAgentSettings, now: float) -> list:
+    def reconfigure(self, settings: HomeAgentSettings, now: float) -> list[act.Action]:
         """Apply new settings; renumbered home prefixes go out to every registered MN."""
         old_prefixes = {p for link in self.settings.links for p in link.prefixes}
         self.settings = settings
         self.replay.window = settings.replay_window
         self.limiter.reconfigure(settings.error_rate_per_destination, settings.error_rate_total)
         self.home_agents.max_entries = settings.max_home_agents
-        out: list = []
+        out: list[act.Action] = []
         new_prefixes = {p for link in settings.links for p in link.prefixes}
         if new_prefixes != old_prefixes:
             for binding in self.cache:
@@ -285,7 +288,7 @@ class HomeAgent:
                 self.counters.add("mpa_out")
         return out
 
-    def set_keys(self, keys: Callable[[str], MobilityKey | None]) -> list:
+    def set_keys(self, keys: Callable[[str], MobilityKey | None]) -> list[act.Action]:
         """Use a new key set at once (reload); drop bindings it no longer authorizes.
 
         A binding whose NAI keeps a key (the same or a rotated one) stays: its next
@@ -293,7 +296,7 @@ class HomeAgent:
         address the new entry no longer lists, is removed with its kernel state.
         """
         self.keys = keys
-        out: list = []
+        out: list[act.Action] = []
         for binding in self.cache:
             if binding.nai is None:
                 continue
@@ -319,7 +322,9 @@ class HomeAgent:
         last = self._auth_failures.get(nai)
         return last is not None and now - last < within
 
-    def dad_unavailable(self, home_address: IPv6Address, reason: str, now: float) -> list:
+    def dad_unavailable(
+        self, home_address: IPv6Address, reason: str, now: float
+    ) -> list[act.Action]:
         """The I/O layer could not start DAD for ``home_address``: refuse, never pass."""
         home = self._pending_ll.get(home_address, home_address)
         pending = self._pending.get(home)
@@ -339,12 +344,12 @@ class HomeAgent:
             "timestamps": self.replay.snapshot(),
         }
 
-    def restore(self, state: dict[str, object], now: float) -> list:
+    def restore(self, state: dict[str, object], now: float) -> list[act.Action]:
         """Reload a persisted cache; entries already expired are dropped.
 
         A row of the wrong shape is skipped and reported (an error Log), never fatal.
         """
-        out: list = []
+        out: list[act.Action] = []
         rows = state.get("bindings", [])
         for n, raw in enumerate(rows if isinstance(rows, list) else []):
             try:
@@ -367,12 +372,12 @@ class HomeAgent:
 
     # --- Binding Update processing ---------------------------------------------------
 
-    def _binding_update(self, packet: Packet, bu: BindingUpdate, now: float) -> list:
+    def _binding_update(self, packet: Packet, bu: BindingUpdate, now: float) -> list[act.Action]:
         home = packet.home_address_option or packet.src
         alternate = next((o for o in bu.options if isinstance(o, AlternateCareofAddress)), None)
         coa = alternate.address if alternate is not None else packet.src
         request = _Request(bu, home, coa, packet.dst, at_home=coa == home, reply_to=packet.src)
-        out: list = []
+        out: list[act.Action] = []
         if not bu.flags & BU_FLAG_H:
             # A correspondent registration: route optimisation is the CN role's job.
             return self._reply(request, BAStatus.ADMINISTRATIVELY_PROHIBITED, now)
@@ -498,9 +503,9 @@ class HomeAgent:
             return None
         return f"link-local address {ll} (L flag) is already defended for {holder}"
 
-    def _unbound(self, binding: Binding) -> list:
+    def _unbound(self, binding: Binding) -> list[act.Action]:
         """The kernel state that goes with ``binding``: its route, its link-local proxy."""
-        out: list = [act.RemoveBinding(binding.home_address)]
+        out: list[act.Action] = [act.RemoveBinding(binding.home_address)]
         if binding.link_local is not None:
             out.append(act.UnproxyAddress(binding.link_local, binding.interface))
         return out
@@ -538,7 +543,7 @@ class HomeAgent:
 
     def _register(
         self, request: _Request, link: HomeLink, existing: Binding | None, now: float
-    ) -> list:
+    ) -> list[act.Action]:
         units = self._granted(request.bu)
         lifetime = units * LIFETIME_UNIT
         binding = Binding(
@@ -560,7 +565,7 @@ class HomeAgent:
         if advice is not None and advice < lifetime:
             request.extra.append(BindingRefreshAdvice(int(advice) // LIFETIME_UNIT))
         # Order matters for handover time: route first, then the BA, then the rest.
-        out: list = []
+        out: list[act.Action] = []
         if moved:
             out.append(
                 act.InstallBinding(
@@ -605,7 +610,9 @@ class HomeAgent:
             out.append(state)
         return out
 
-    def _deregister(self, request: _Request, existing: Binding | None, now: float) -> list:
+    def _deregister(
+        self, request: _Request, existing: Binding | None, now: float
+    ) -> list[act.Action]:
         if existing is None:
             return self._reply(request, BAStatus.NOT_HOME_AGENT_FOR_MN, now)
         self.cache.remove(request.home_address)
@@ -622,7 +629,7 @@ class HomeAgent:
 
     # --- DAD on the home link (the seed always answered OK here) --------------------
 
-    def _start_dad(self, request: _Request, link: HomeLink, now: float) -> list:
+    def _start_dad(self, request: _Request, link: HomeLink, now: float) -> list[act.Action]:
         home = request.home_address
         pending = self._pending.get(home)
         if pending is not None:
@@ -642,16 +649,16 @@ class HomeAgent:
             now + self.settings.dad_timeout,
             link_local=ll,
         )
-        out: list = [act.StartDAD(home, link.interface)]
+        out: list[act.Action] = [act.StartDAD(home, link.interface)]
         if ll is not None:
             self._pending_ll[ll] = home
             out.append(act.StartDAD(ll, link.interface))
         return out
 
-    def _stop_dad(self, pending: _Pending) -> list:
+    def _stop_dad(self, pending: _Pending) -> list[act.Action]:
         """Forget a DAD run (both addresses it probes)."""
         self._pending.pop(pending.home_address, None)
-        out: list = [act.StopDAD(pending.home_address, pending.link.interface)]
+        out: list[act.Action] = [act.StopDAD(pending.home_address, pending.link.interface)]
         if pending.link_local is not None:
             self._pending_ll.pop(pending.link_local, None)
             out.append(act.StopDAD(pending.link_local, pending.link.interface))
@@ -659,7 +666,7 @@ class HomeAgent:
 
     def _dad_input(
         self, packet: Packet, message: NeighborAdvertisement | NeighborSolicitation
-    ) -> list:
+    ) -> list[act.Action]:
         home = self._pending_ll.get(message.target, message.target)
         pending = self._pending.get(home)
         if pending is None:
@@ -681,7 +688,7 @@ class HomeAgent:
             reply_to=pending.care_of_address,
         )
 
-    def _finish_dad(self, pending: _Pending, now: float) -> list:
+    def _finish_dad(self, pending: _Pending, now: float) -> list[act.Action]:
         request = self._pending_request(pending)
         if pending.conflict:
             self.counters.add("dad_failed")
@@ -702,7 +709,7 @@ class HomeAgent:
         *,
         lifetime_units: int = 0,
         sequence: int | None = None,
-    ) -> list:
+    ) -> list[act.Action]:
         self.counters.ba_status(status, "out")
         if status < 128 and not request.bu.flags & BU_FLAG_A:
             return []
@@ -743,12 +750,16 @@ class HomeAgent:
         return refused is None
 
     def _send_to_mn(
-        self, src: IPv6Address, coa: IPv6Address, home: IPv6Address, message
+        self,
+        src: IPv6Address,
+        coa: IPv6Address,
+        home: IPv6Address,
+        message: MobilityMessage | ICMPv6Message,
     ) -> act.SendPacket:
         self.counters.add("rh2_out")
         return act.SendPacket(build_packet(src, coa, message, routing_home_address=home), coa)
 
-    def _binding_error(self, packet: Packet, status: int, now: float) -> list:
+    def _binding_error(self, packet: Packet, status: int, now: float) -> list[act.Action]:
         if not self._may_answer(packet.src, now):
             return []
         source = self.settings.addresses[0] if packet.dst.is_multicast else None
@@ -756,7 +767,7 @@ class HomeAgent:
 
     # --- DHAAD and mobile prefix discovery -------------------------------------------
 
-    def _dhaad(self, packet: Packet, request: HAADRequest, now: float) -> list:
+    def _dhaad(self, packet: Packet, request: HAADRequest, now: float) -> list[act.Action]:
         self.counters.add("dhaad_request_in")
         if not self._may_answer(packet.src, now):
             return []
@@ -780,7 +791,7 @@ class HomeAgent:
         ranked.sort(key=lambda pair: -pair[0])  # stable: ties keep us first
         return [address for _, address in ranked]
 
-    def _prefix_options(self, link: HomeLink) -> list:
+    def _prefix_options(self, link: HomeLink) -> list[NDOption]:
         return [
             PrefixInformation(
                 prefix.prefixlen,
@@ -794,7 +805,7 @@ class HomeAgent:
 
     def _prefix_solicitation(
         self, packet: Packet, request: MobilePrefixSolicitation, now: float
-    ) -> list:
+    ) -> list[act.Action]:
         self.counters.add("mps_in")
         home = packet.home_address_option
         binding = self.cache.get(home) if home is not None else None

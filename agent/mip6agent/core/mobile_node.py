@@ -191,10 +191,10 @@ class MobileNode:
 
     # --- movement inputs -----------------------------------------------------------------
 
-    def link_changed(self, interface: str, up: bool, now: float) -> list:
+    def link_changed(self, interface: str, up: bool, now: float) -> list[act.Action]:
         if interface not in self.settings.interfaces:
             return []
-        out: list = []
+        out: list[act.Action] = []
         if up and interface not in self._up:
             self._up.add(interface)
             self._fresh.add(interface)
@@ -206,7 +206,9 @@ class MobileNode:
             self._ra_deadline.pop(interface, None)
         return out + self._evaluate(now)
 
-    def addresses_changed(self, interface: str, addresses: list[IPv6Interface], now: float) -> list:
+    def addresses_changed(
+        self, interface: str, addresses: list[IPv6Interface], now: float
+    ) -> list[act.Action]:
         """The global unicast addresses now on ``interface``.
 
         A home address among them (back on the home link) counts: it puts us at home.
@@ -255,11 +257,11 @@ class MobileNode:
                 return name
         return None
 
-    def _evaluate(self, now: float) -> list:
+    def _evaluate(self, now: float) -> list[act.Action]:
         if not self.enabled:
             return []
         where = self._location()
-        out: list = []
+        out: list[act.Action] = []
         for entry in self.entries.values():
             home_link = self._home_link(entry.prefix)
             if where is None and home_link is None:
@@ -294,7 +296,7 @@ class MobileNode:
 
     # --- registration ----------------------------------------------------------------------
 
-    def _start_registration(self, entry: BULEntry, now: float, first: bool) -> list:
+    def _start_registration(self, entry: BULEntry, now: float, first: bool) -> list[act.Action]:
         if entry.home_agent is None:
             return self._discover(entry, now)
         entry.state = "registering"
@@ -302,7 +304,7 @@ class MobileNode:
         entry.timeout = (
             self.settings.initial_timeout_first if first else self.settings.initial_timeout
         )
-        out: list = []
+        out: list[act.Action] = []
         coa, interface = entry.care_of_address, entry.interface
         if entry.tunnel is not None and coa is not None and interface is not None:
             # A handover: be ready for the HA's packets at the new CoA before it sends them.
@@ -313,7 +315,7 @@ class MobileNode:
             out.append(act.LeaveHomeLink(entry.home_address))
         return out + self._send_bu(entry, now, self.settings.lifetime)
 
-    def _send_bu(self, entry: BULEntry, now: float, lifetime: float) -> list:
+    def _send_bu(self, entry: BULEntry, now: float, lifetime: float) -> list[act.Action]:
         assert entry.home_agent is not None
         entry.sequence = seq_add(entry.sequence)
         entry.unanswered += 1
@@ -339,8 +341,8 @@ class MobileNode:
             data = build_packet(entry.home_address, entry.home_agent, bu)
         return [act.SendPacket(data, entry.home_agent)]
 
-    def _go_home(self, entry: BULEntry, interface: str, now: float) -> list:
-        out: list = []
+    def _go_home(self, entry: BULEntry, interface: str, now: float) -> list[act.Action]:
+        out: list[act.Action] = []
         if entry.tunnel is not None or entry.state in ("registered", "registering"):
             out.append(act.DetachTunnel(entry.home_address, entry.prefix, entry.home_interface))
             entry.home_placed = True
@@ -361,14 +363,14 @@ class MobileNode:
 
     # --- DHAAD ---------------------------------------------------------------------------
 
-    def _discover(self, entry: BULEntry, now: float) -> list:
+    def _discover(self, entry: BULEntry, now: float) -> list[act.Action]:
         entry.state = "discovering"
         entry.discovered = True
         entry.dhaad_tries = 0
         entry.timeout = INITIAL_DHAAD_TIMEOUT
         return self._send_dhaad(entry, now)
 
-    def _send_dhaad(self, entry: BULEntry, now: float) -> list:
+    def _send_dhaad(self, entry: BULEntry, now: float) -> list[act.Action]:
         assert entry.care_of_address is not None
         self._next_dhaad_id = (self._next_dhaad_id + 1) & 0xFFFF
         entry.dhaad_id = self._next_dhaad_id
@@ -381,7 +383,7 @@ class MobileNode:
 
     # --- received packets -----------------------------------------------------------------
 
-    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list:
+    def receive(self, packet: Packet, now: float, interface: str | None = None) -> list[act.Action]:
         payload = packet.payload
         if isinstance(payload, RouterAdvertisement):
             return self._router_advertisement(packet, payload, interface, now)
@@ -419,7 +421,9 @@ class MobileNode:
             return self._send_bu(entry, now, self.settings.lifetime)
         return []
 
-    def _binding_ack(self, entry: BULEntry, packet: Packet, ba: BindingAck, now: float) -> list:
+    def _binding_ack(
+        self, entry: BULEntry, packet: Packet, ba: BindingAck, now: float
+    ) -> list[act.Action]:
         waiting = entry.state in ("registering", "deregistering")
         # A 135 carries the HA's last accepted number, not ours.
         matches = _in_attempt(entry, ba.sequence) or ba.status == BAStatus.SEQUENCE_OUT_OF_WINDOW
@@ -476,7 +480,7 @@ class MobileNode:
         if advice is not None and 0 < advice.interval_seconds < refresh:
             refresh = advice.interval_seconds
         entry.refresh_at = now + refresh
-        out: list = []
+        out: list[act.Action] = []
         assert entry.interface is not None and entry.home_agent is not None
         if entry.tunnel != (coa, entry.interface):
             entry.tunnel = (coa, entry.interface)
@@ -486,11 +490,11 @@ class MobileNode:
         out.append(act.StateChanged("binding_update_list"))
         return out + self._optimise(entry, now)
 
-    def _resend(self, entry: BULEntry, now: float) -> list:
+    def _resend(self, entry: BULEntry, now: float) -> list[act.Action]:
         lifetime = 0 if entry.state == "deregistering" else self.settings.lifetime
         return self._send_bu(entry, now, lifetime)
 
-    def _dhaad_reply(self, reply: HAADReply, now: float) -> list:
+    def _dhaad_reply(self, reply: HAADReply, now: float) -> list[act.Action]:
         for entry in self.entries.values():
             if entry.state == "discovering" and reply.identifier == entry.dhaad_id:
                 self.counters.add("dhaad_reply_in")
@@ -508,13 +512,13 @@ class MobileNode:
 
     def _prefix_advertisement(
         self, packet: Packet, mpa: MobilePrefixAdvertisement, now: float
-    ) -> list:
+    ) -> list[act.Action]:
         """Home subnet renumbering: a new home prefix gives a new home address to register."""
         rh2 = packet.routing_header_type2
         base = self.entries.get(rh2.home_address) if rh2 is not None else None
         if base is None:
             return []
-        out: list = []
+        out: list[act.Action] = []
         for option in mpa.options:
             if not isinstance(option, PrefixInformation) or option.valid_lifetime == 0:
                 continue
@@ -535,7 +539,7 @@ class MobileNode:
 
     def _router_advertisement(
         self, packet: Packet, ra: RouterAdvertisement, interface: str | None, now: float
-    ) -> list:
+    ) -> list[act.Action]:
         if interface is None:
             return []
         self.home_agents.update_from_ra(ra, packet.src, interface, now)
@@ -602,7 +606,7 @@ class MobileNode:
         prefixes: tuple[IPv6Network, ...],
         interval: float | None,
         now: float,
-    ) -> list:
+    ) -> list[act.Action]:
         """We are on the link of ``prefixes`` now: leave the old one and re-evaluate."""
         moved = interface not in self._fresh and interface in self._link_prefixes
         self._fresh.discard(interface)
@@ -611,7 +615,7 @@ class MobileNode:
         self._link_routers[interface] = {router} if router is not None else set()
         self._ra_deadline.pop(interface, None)
         self._keep_alive(interface, interval, now)
-        out: list = []
+        out: list[act.Action] = []
         if moved:
             self.counters.add("moved_without_link_event")
             shown = ", ".join(map(str, prefixes))
@@ -620,8 +624,8 @@ class MobileNode:
 
     # --- timers ------------------------------------------------------------------------------
 
-    def handle_timer(self, now: float) -> list:
-        out: list = []
+    def handle_timer(self, now: float) -> list[act.Action]:
+        out: list[act.Action] = []
         for interface, deadline in list(self._ra_deadline.items()):
             if deadline > now:
                 continue
@@ -672,7 +676,7 @@ class MobileNode:
         self.home_agents.expire(now)
         return out
 
-    def _retransmit(self, entry: BULEntry, now: float) -> list:
+    def _retransmit(self, entry: BULEntry, now: float) -> list[act.Action]:
         self.counters.add("retransmissions")
         if entry.state == "discovering":
             if entry.dhaad_tries >= DHAAD_RETRIES:
@@ -693,7 +697,7 @@ class MobileNode:
             # The discovered agent stopped answering: look for another one.
             entry.home_agent = None
             return self._discover(entry, now)
-        out: list = []
+        out: list[act.Action] = []
         if entry.unanswered == NO_BA_WARN_AFTER:
             self.counters.add("no_binding_ack")
             what = "deregistration" if entry.state == "deregistering" else "registration"
@@ -727,12 +731,12 @@ class MobileNode:
 
     # --- operator requests ---------------------------------------------------------------------
 
-    def reconfigure(self, settings: MobileNodeSettings, now: float) -> list:
+    def reconfigure(self, settings: MobileNodeSettings, now: float) -> list[act.Action]:
         """New settings: keep entries for home addresses still wanted, add and drop the rest."""
         if settings.route_optimization and self._random is None:
             raise ValueError("route optimisation needs random_bytes (cookies, sequence numbers)")
         self.settings = settings
-        out: list = []
+        out: list[act.Action] = []
         wanted = {spec.address: spec for spec in settings.home}
         for key, registration in list(self.correspondents.items()):
             # Route optimisation switched off, or the peer no longer listed: the tunnel.
@@ -754,15 +758,15 @@ class MobileNode:
                 entry.home_agent, entry.state = spec.home_agent, "idle"
         return out + self._evaluate(now)
 
-    def start(self, now: float) -> list:
+    def start(self, now: float) -> list[act.Action]:
         """Undo :meth:`stop`: register again from wherever we are."""
         self.enabled = True
         return self._evaluate(now)
 
-    def stop(self) -> list:
+    def stop(self) -> list[act.Action]:
         """mip6config -x: tear down tunnels and forget registrations (the HA times them out)."""
         self.enabled = False
-        out: list = []
+        out: list[act.Action] = []
         for registration in self.correspondents.values():
             out += registration.stop()
         self.correspondents.clear()
@@ -772,7 +776,7 @@ class MobileNode:
             entry.state, entry.care_of_address, entry.interface = "idle", None, None
         return out
 
-    def _drop(self, entry: BULEntry) -> list:
+    def _drop(self, entry: BULEntry) -> list[act.Action]:
         entry.retransmit_at = entry.refresh_at = None
         if entry.tunnel is None:
             return []
@@ -794,7 +798,9 @@ class MobileNode:
             return False  # the home agent is reached through the home registration
         return not any(correspondent in net for net in self.settings.no_route_optimization)
 
-    def note_traffic(self, home: IPv6Address, correspondent: IPv6Address, now: float) -> list:
+    def note_traffic(
+        self, home: IPv6Address, correspondent: IPv6Address, now: float
+    ) -> list[act.Action]:
         """The data path saw traffic between ``home`` and ``correspondent``: optimise that
         route if we may (11.7.2 leaves the trigger to us), within max_correspondents."""
         entry = self.entries.get(home)
@@ -846,13 +852,13 @@ class MobileNode:
             self.correspondents[key] = registration
         return registration
 
-    def _optimise(self, entry: BULEntry, now: float) -> list:
+    def _optimise(self, entry: BULEntry, now: float) -> list[act.Action]:
         """After a home registration is accepted (first, handover or refresh): every wanted
         correspondent runs (or keeps) return routability from this care-of address."""
         coa = entry.care_of_address
         if coa is None or coa == entry.home_address:
             return []
-        out: list = []
+        out: list[act.Action] = []
         for correspondent in self.settings.correspondents:
             if self.wants_route_optimization(correspondent):
                 self._registration(entry.home_address, correspondent)
@@ -881,7 +887,7 @@ class MobileNode:
     def snapshot(self) -> dict[str, object]:
         return {"entries": [e.to_dict() for e in self.entries.values()]}
 
-    def restore(self, state: dict[str, object], now: float) -> list:
+    def restore(self, state: dict[str, object], now: float) -> list[act.Action]:
         """Keep sequence numbers and live registrations across a restart."""
         entries = state.get("entries", [])
         for raw in entries if isinstance(entries, list) else []:
