@@ -17,12 +17,12 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from .. import __version__
 from ..config import AgentConfig, ConfigError, load_config, to_dict, validate_mapping
@@ -31,7 +31,7 @@ from ..control.server import ControlServer
 from ..core import actions as act
 from ..core.correspondent import Correspondent, CorrespondentSettings
 from ..core.home_agent import HomeAgent
-from ..core.mobile_node import MobileNode, home_agents_anycast
+from ..core.mobile_node import MobileNode
 from ..core.return_routability import MAX_RR_BINDING_LIFETIME
 from ..dump.text import format_line
 from ..io import nft
@@ -46,6 +46,7 @@ from ..io.transport import (
     peek_binding_update,
 )
 from ..wire import BindingUpdate, parse_packet
+from ..wire.addresses import home_agents_anycast
 from . import kernel
 from .correspondent_path import BACKEND as CN_BACKEND
 from .correspondent_path import CorrespondentPath
@@ -118,10 +119,10 @@ class Agent:
         # Saves run in order on their own thread so that a newer state is never overtaken.
         self._saver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-save")
         self._kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mip6-kernel")
-        self._queue: asyncio.Queue[list] = asyncio.Queue()
+        self._queue: asyncio.Queue[Sequence[_Carried]] = asyncio.Queue()
         # Batches that only send, log and note state for bindings with no batch waiting in
         # _queue (a refresh): they must not wait behind another binding's kernel change.
-        self._fast: asyncio.Queue[list] = asyncio.Queue()
+        self._fast: asyncio.Queue[Sequence[_Carried]] = asyncio.Queue()
         self._waiting: collections.Counter[IPv6Address] = collections.Counter()
         self._fast_consumer: asyncio.Task | None = None
         # Received packets wait here: refreshes of known bindings and BUs naming a known
@@ -350,6 +351,7 @@ class Agent:
     async def _build_core(self) -> HomeAgent | MobileNode | Correspondent:
         if self.config.role == "ha":
             settings = await self.kernel(home_agent_settings, self.config, kernel.addresses)
+            assert self.dataplane is not None  # selected in start() before the core is built
             for link in settings.links:
                 await self.kernel(self.dataplane.ha_setup, link.interface, link.address)
             self.anycast = kernel.AnycastMembership()
@@ -473,7 +475,7 @@ class Agent:
                 self._watched_homes = None
                 continue
             now = time.time()
-            actions: list = []
+            actions: list[act.Action] = []
             for home, peer in seen:
                 try:
                     actions += core.note_traffic(IPv6Address(home), IPv6Address(peer), now)
@@ -692,13 +694,13 @@ class Agent:
             try:
                 # One batch per packet: a refresh's BA must not wait for another packet's
                 # kernel change (see _enqueue).
-                actions = core.receive(received.packet, time.time(), interface)
+                actions: Sequence[_Carried] = core.receive(received.packet, time.time(), interface)
                 if (
                     actions
                     and self.metrics is not None
                     and isinstance(received.packet.payload, BindingUpdate)
                 ):
-                    actions.append(_Answered(received.timestamp))
+                    actions = [*actions, _Answered(received.timestamp)]
                 self._enqueue(actions)
             except Exception:  # one packet must never stop the agent
                 self.agent_counters["receive_failed"] += 1
@@ -712,7 +714,7 @@ class Agent:
         if not isinstance(self.core, MobileNode):
             return
         now = time.time()
-        out: list = []
+        out: list[act.Action] = []
         for state in states:
             previous = self._carrier_changes.get(state.name)
             self._carrier_changes[state.name] = state.carrier_changes
@@ -728,11 +730,11 @@ class Agent:
         if self.core is not None:
             self.feed(self.core.handle_timer(time.time()))
 
-    def feed(self, actions: list) -> None:
+    def feed(self, actions: Sequence[_Carried]) -> None:
         self._enqueue(actions)
         self._reschedule()
 
-    def _enqueue(self, actions: list) -> None:
+    def _enqueue(self, actions: Sequence[_Carried]) -> None:
         """A home agent's batch that needs no kernel change, for bindings no queued batch
         changes, goes to the fast lane; everything else keeps its order in _queue."""
         if not actions:
@@ -757,7 +759,9 @@ class Agent:
 
     # --- carrying out actions ---------------------------------------------------------------
 
-    async def _carry_out(self, queue: asyncio.Queue[list] | None = None, slow: bool = True) -> None:
+    async def _carry_out(
+        self, queue: asyncio.Queue[Sequence[_Carried]] | None = None, slow: bool = True
+    ) -> None:
         """Carry out every action; one that fails is logged and counted, never fatal."""
         queue = self._queue if queue is None else queue
         while True:
@@ -787,127 +791,141 @@ class Agent:
                             del self._waiting[key]
                 queue.task_done()
 
-    async def _do(self, action: act.Action) -> None:
+    async def _do(self, action: _Carried) -> None:
         transport, dataplane = self.transport, self.dataplane
         assert transport is not None
-        if isinstance(action, _Answered):
-            if self.metrics is not None:
-                self.metrics.observe_bu(time.monotonic() - action.received)
-        elif isinstance(action, act.SendPacket):
-            index = socket.if_nametoindex(action.interface) if action.interface else None
-            transport.send(action.data, action.destination, index)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("out %s", format_line(parse_packet(action.data), verbose=True))
-        elif isinstance(action, act.Log):
-            extra: dict[str, object] | None = None
-            if action.kind or action.fields:
-                extra = {"mip6_kind": action.kind, "mip6_fields": action.fields}
-            level = logging.getLevelName(action.level.upper())
-            if action.args:
-                log.log(level, action.message, *action.args, extra=extra)
-            else:
-                log.log(level, "%s", action.message, extra=extra)
-        elif isinstance(action, act.StateChanged):
-            self._dirty.add(action.table)
-            if isinstance(self.core, HomeAgent):
-                self._journal.touch(getattr(action, "key", None))
-            if action.urgent:
-                await self._save()
-            elif self._save_timer is None:
-                self._save_timer = self._loop.call_later(
-                    SAVE_DELAY, lambda: asyncio.ensure_future(self._save())
+        match action:
+            case _Answered():
+                if self.metrics is not None:
+                    self.metrics.observe_bu(time.monotonic() - action.received)
+            case act.SendPacket():
+                index = socket.if_nametoindex(action.interface) if action.interface else None
+                transport.send(action.data, action.destination, index)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("out %s", format_line(parse_packet(action.data), verbose=True))
+            case act.Log():
+                extra: dict[str, object] | None = None
+                if action.kind or action.fields:
+                    extra = {"mip6_kind": action.kind, "mip6_fields": action.fields}
+                level = logging.getLevelName(action.level.upper())
+                if action.args:
+                    log.log(level, action.message, *action.args, extra=extra)
+                else:
+                    log.log(level, "%s", action.message, extra=extra)
+            case act.StateChanged():
+                self._dirty.add(action.table)
+                if isinstance(self.core, HomeAgent):
+                    self._journal.touch(getattr(action, "key", None))
+                if action.urgent:
+                    await self._save()
+                elif self._save_timer is None:
+                    self._save_timer = self._loop.call_later(
+                        SAVE_DELAY, lambda: asyncio.ensure_future(self._save())
+                    )
+            case act.LeaveOldLinks():
+                keep = set(self.core.entries) if isinstance(self.core, MobileNode) else set()
+                done = await self.kernel(
+                    kernel.leave_old_links, action.interface, action.router, action.prefixes, keep
                 )
-        elif isinstance(action, act.LeaveOldLinks):
-            keep = set(self.core.entries) if isinstance(self.core, MobileNode) else set()
-            done = await self.kernel(
-                kernel.leave_old_links, action.interface, action.router, action.prefixes, keep
-            )
-            if done:
-                log.info("left the old link on %s: removed %s", action.interface, ", ".join(done))
-        elif isinstance(action, act.SendRouterSolicitation):
-            transport.send_router_solicitation(socket.if_nametoindex(action.interface))
-        elif isinstance(action, act.AnnounceHomeAddress):
-            transport.send_unsolicited_na(socket.if_nametoindex(action.interface), action.address)
-        elif isinstance(action, act.StartDAD):
-            index, joined = None, False
-            try:
-                index = socket.if_nametoindex(action.interface)
-                transport.join_solicited_node(action.address, index)
-                joined = True
-                transport.send_dad_ns(index, action.address)
-            except (OSError, TransportError) as exc:
-                # A DAD that cannot run (e.g. ENOMEM: the multicast group limit) must not
-                # pass as if the address were free.
-                assert isinstance(self.core, HomeAgent)
-                if joined and index is not None:
-                    with contextlib.suppress(OSError, TransportError):
-                        transport.leave_solicited_node(action.address, index)
-                self.feed(self.core.dad_unavailable(action.address, str(exc), time.time()))
-        elif isinstance(action, act.StopDAD):
-            transport.leave_solicited_node(action.address, socket.if_nametoindex(action.interface))
-        elif isinstance(action, act.InstallBinding):
-            assert dataplane is not None
-            await self.kernel(
-                dataplane.ha_bind,
-                action.home_address,
-                action.care_of_address,
-                action.home_agent,
-                action.interface,
-            )
-            self._known_senders_changed()
-        elif isinstance(action, act.RemoveBinding):
-            assert dataplane is not None
-            await self.kernel(dataplane.ha_unbind, action.home_address)
-            self._known_senders_changed()
-        elif isinstance(action, act.ProxyAddress):
-            assert dataplane is not None
-            await self.kernel(dataplane.ha_proxy, action.address, action.interface)
-        elif isinstance(action, act.UnproxyAddress):
-            assert dataplane is not None
-            await self.kernel(dataplane.ha_unproxy, action.address, action.interface)
-        elif isinstance(action, act.AttachTunnel):
-            assert dataplane is not None
-            await self.kernel(kernel.remove_from_links, action.home_address)
-            await self.kernel(
-                dataplane.mn_attach,
-                action.home_address,
-                action.care_of_address,
-                action.home_agent,
-                action.interface,
-            )
-        elif isinstance(action, act.LeaveHomeLink):
-            await self.kernel(kernel.remove_from_links, action.home_address)
-        elif isinstance(action, act.PrepareCareOf):
-            assert dataplane is not None
-            await self.kernel(
-                dataplane.mn_prepare, action.care_of_address, action.home_agent, action.interface
-            )
-        elif isinstance(action, act.InstallCorrespondentBinding) and self.mn_path is not None:
-            await self.kernel(
-                self.mn_path.install,
-                action.home_address,
-                action.care_of_address,
-                action.correspondent,
-            )
-        elif isinstance(action, act.RemoveCorrespondentBinding) and self.mn_path is not None:
-            await self.kernel(self.mn_path.remove, action.home_address, action.correspondent)
-        elif isinstance(action, act.InstallCorrespondentBinding):
-            assert self.cn_path is not None
-            await self.kernel(
-                self.cn_path.install,
-                action.home_address,
-                action.care_of_address,
-                action.correspondent,
-            )
-        elif isinstance(action, act.RemoveCorrespondentBinding):
-            if self.cn_path is not None:
-                await self.kernel(self.cn_path.remove, action.home_address, action.correspondent)
-        elif isinstance(action, act.DetachTunnel):
-            assert dataplane is not None
-            await self.kernel(dataplane.mn_detach, action.home_address)
-            if action.at_home:
-                address = IPv6Interface(f"{action.home_address}/{action.prefix.prefixlen}")
-                await self.kernel(kernel.place_home_address, address, action.interface)
+                if done:
+                    log.info(
+                        "left the old link on %s: removed %s", action.interface, ", ".join(done)
+                    )
+            case act.SendRouterSolicitation():
+                transport.send_router_solicitation(socket.if_nametoindex(action.interface))
+            case act.AnnounceHomeAddress():
+                transport.send_unsolicited_na(
+                    socket.if_nametoindex(action.interface), action.address
+                )
+            case act.StartDAD():
+                index, joined = None, False
+                try:
+                    index = socket.if_nametoindex(action.interface)
+                    transport.join_solicited_node(action.address, index)
+                    joined = True
+                    transport.send_dad_ns(index, action.address)
+                except (OSError, TransportError) as exc:
+                    # A DAD that cannot run (e.g. ENOMEM: the multicast group limit) must not
+                    # pass as if the address were free.
+                    assert isinstance(self.core, HomeAgent)
+                    if joined and index is not None:
+                        with contextlib.suppress(OSError, TransportError):
+                            transport.leave_solicited_node(action.address, index)
+                    self.feed(self.core.dad_unavailable(action.address, str(exc), time.time()))
+            case act.StopDAD():
+                transport.leave_solicited_node(
+                    action.address, socket.if_nametoindex(action.interface)
+                )
+            case act.InstallBinding():
+                assert dataplane is not None
+                await self.kernel(
+                    dataplane.ha_bind,
+                    action.home_address,
+                    action.care_of_address,
+                    action.home_agent,
+                    action.interface,
+                )
+                self._known_senders_changed()
+            case act.RemoveBinding():
+                assert dataplane is not None
+                await self.kernel(dataplane.ha_unbind, action.home_address)
+                self._known_senders_changed()
+            case act.ProxyAddress():
+                assert dataplane is not None
+                await self.kernel(dataplane.ha_proxy, action.address, action.interface)
+            case act.UnproxyAddress():
+                assert dataplane is not None
+                await self.kernel(dataplane.ha_unproxy, action.address, action.interface)
+            case act.AttachTunnel():
+                assert dataplane is not None
+                await self.kernel(kernel.remove_from_links, action.home_address)
+                await self.kernel(
+                    dataplane.mn_attach,
+                    action.home_address,
+                    action.care_of_address,
+                    action.home_agent,
+                    action.interface,
+                )
+            case act.LeaveHomeLink():
+                await self.kernel(kernel.remove_from_links, action.home_address)
+            case act.PrepareCareOf():
+                assert dataplane is not None
+                await self.kernel(
+                    dataplane.mn_prepare,
+                    action.care_of_address,
+                    action.home_agent,
+                    action.interface,
+                )
+            case act.InstallCorrespondentBinding() if self.mn_path is not None:
+                await self.kernel(
+                    self.mn_path.install,
+                    action.home_address,
+                    action.care_of_address,
+                    action.correspondent,
+                )
+            case act.RemoveCorrespondentBinding() if self.mn_path is not None:
+                await self.kernel(self.mn_path.remove, action.home_address, action.correspondent)
+            case act.InstallCorrespondentBinding():
+                assert self.cn_path is not None
+                await self.kernel(
+                    self.cn_path.install,
+                    action.home_address,
+                    action.care_of_address,
+                    action.correspondent,
+                )
+            case act.RemoveCorrespondentBinding():
+                if self.cn_path is not None:
+                    await self.kernel(
+                        self.cn_path.remove, action.home_address, action.correspondent
+                    )
+            case act.DetachTunnel():
+                assert dataplane is not None
+                await self.kernel(dataplane.mn_detach, action.home_address)
+                if action.at_home:
+                    address = IPv6Interface(f"{action.home_address}/{action.prefix.prefixlen}")
+                    await self.kernel(kernel.place_home_address, address, action.interface)
+            case _:  # mypy: every action has a case above
+                assert_never(action)
 
     async def _save(self) -> None:
         if self._save_timer is not None:
@@ -1426,10 +1444,13 @@ class _Answered:
     received: float
 
 
+# What a batch holds: the core's actions and the daemon's own marker; _do matches each.
+_Carried = act.Action | _Answered
+
 _NO_KERNEL = (act.SendPacket, act.Log, act.StateChanged, _Answered)
 
 
-def _binding_keys(batch: list) -> set[IPv6Address] | None:
+def _binding_keys(batch: Sequence[_Carried]) -> set[IPv6Address] | None:
     """The home addresses a batch acts on; None when it may act on any (StateChanged for
     a whole table)."""
     keys: set[IPv6Address] = set()
