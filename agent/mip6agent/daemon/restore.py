@@ -18,6 +18,7 @@ from ipaddress import IPv6Address
 from operator import attrgetter
 from typing import Any
 
+from ..core.actions import Log
 from ..core.binding_cache import Binding
 from ..core.home_agent import HomeAgent, HomeLink
 from ..io.dataplane import DataPlane, ReconcileReport
@@ -60,9 +61,8 @@ async def restore_home_agent(
     # The rows as the store's checks built them (Binding.from_dict takes those as they are).
     rows = result.objects if result.objects is not None else result.bindings
     for action in core.restore({"bindings": rows, "timestamps": result.timestamps}, now):
-        message = getattr(action, "message", None)
-        if message is not None:
-            log.log(logging.getLevelName(str(action.level).upper()), "%s", message)
+        if isinstance(action, Log):  # the text, with its %-arguments applied
+            log.log(logging.getLevelName(action.level.upper()), "%s", action.text)
     loaded = len(core.cache)
     expired = len(result.bindings) - loaded
     recovered = 0
