@@ -199,9 +199,11 @@ def test_route_optimization_between_our_mobile_node_and_correspondent(
                 client.close()
                 server.close()
 
-            # Handover to foreign2: only the care-of test again, and the CN follows.
+            # Handover to foreign2 on a new interface (eth0 replaced, as a Podman move
+            # does): only the care-of test again, the CN follows, and data still flows
+            # both ways through the programs on the new eth0.
             before = mn.call("counters")
-            topo.move("mn", "foreign2")
+            topo.move("mn", "foreign2", replug=True)
             wait_until(lambda: binding_coa(ha) == str(COA2), what="home registration at foreign2")
             wait_until(lambda: _bound(mn, COA2), deadline=20, what="correspondent at foreign2")
             after = mn.call("counters")
@@ -211,6 +213,26 @@ def test_route_optimization_between_our_mobile_node_and_correspondent(
             assert [(r["home_address"], r["care_of_address"]) for r in rows] == [
                 (str(HOA), str(COA2))
             ]
+            at_cn = topo.capture("cn", "eth0")
+            for node, bind, dst, peer_node, tag in (
+                ("cn", None, HOA, "mn", b"to-mn-2"),
+                ("mn", HOA, CN_ADDRESS, "cn", b"to-cn-2"),
+            ):
+                rx = _receiver(topo, peer_node, dst)
+                try:
+                    _udp(topo, node, bind, dst, tag)
+                    got = _received(rx)
+                finally:
+                    rx.close()
+                assert [d for d, _ in got] == [MARK + tag + bytes([i]) for i in range(3)], tag
+            time.sleep(0.2)
+            out = _flow([f.data for f in at_cn.frames() if f.outgoing])
+            rows_ = tshark_fields(
+                write_pcap(tmp_path / "cn-out-2.pcap", out, linktype=LINKTYPE_ETHERNET),
+                ["ipv6.dst", "ipv6.routing.mipv6.home_address"],
+            )
+            assert rows_ == [{"ipv6.dst": str(COA2),
+                              "ipv6.routing.mipv6.home_address": str(HOA)}] * 3, rows_  # fmt: skip
 
             # Back home: the mobile node deregisters with the correspondent too.
             topo.move("mn", "home")

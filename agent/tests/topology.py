@@ -435,16 +435,34 @@ class Topology:
         assert link is not None
         return self.mn_address(link)
 
-    def move(self, node: str, link: str, flap: bool = True, readdress: bool = True) -> None:
+    def move(
+        self,
+        node: str,
+        link: str,
+        flap: bool = True,
+        readdress: bool = True,
+        replug: bool = False,
+    ) -> None:
         """Re-enslave the node's bridge port to another link (a handover).
 
         With ``flap`` the port goes down first, so the node sees carrier loss and return.
+        With ``replug`` the node's interface is deleted and a new one with the same name
+        and MAC is plugged into the new link, as ``podman network disconnect/connect``
+        does: the node sees its interface go away and another with a new index come.
         A statically addressed mobile node also swaps its address and default route,
         unless ``readdress`` is False.
         """
         if node == "router":
             raise ValueError("the router is on every link already")
         port = f"{_PEER_PREFIX[node]}-{NODE_IFNAME}"
+        if replug:
+            self.ip("lan", "link", "del", port)  # the pair goes: the node's eth0 too
+            self._plug(node, NODE_IFNAME, link, mac=MN_MAC if node == "mn" else None)
+            self._links[node] = link
+            if node == "mn" and self.addressing == "static" and readdress:
+                self._static.pop("mn", None)  # gone with the interface
+                self._readdress(link)
+            return
         if flap:
             self.ip("lan", "link", "set", port, "down")
         self.ip("lan", "link", "set", port, "master", link)

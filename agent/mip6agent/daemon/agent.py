@@ -390,7 +390,7 @@ class Agent:
                 log.info(
                     "route optimisation on: %s programs on %s",
                     path.backend or CN_BACKEND,
-                    ", ".join(sorted(path.attached)) or "no interface yet",
+                    ", ".join(path.interfaces) or "no interface yet",
                 )
             else:
                 log.error(
@@ -1097,7 +1097,7 @@ class Agent:
                 "enabled": self.core.settings.route_optimization,
                 "reason": path.reason if path is not None else None,
                 "bindings": len(self.core.bindings),
-                "interfaces": sorted(path.attached) if path is not None else [],
+                "interfaces": path.interfaces if path is not None else [],
             }
         }
 

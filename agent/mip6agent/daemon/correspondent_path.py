@@ -60,7 +60,8 @@ class CorrespondentPath:
         self.ro: RoBpf | RoXfrm | None = None
         self.backend: str | None = None  # BACKEND or BACKEND_XFRM while running
         self.reason: str | None = None  # why the data path is not running
-        self.attached: set[str] = set()
+        # (name, index): an interface that comes back under the same name is a new one.
+        self.attached: set[tuple[str, int]] = set()
         self._packets: dict[tuple[IPv6Address, IPv6Address], int] = {}
 
     @property
@@ -113,13 +114,13 @@ class CorrespondentPath:
             with IPRoute() as ipr:
                 _flush_headroom(ipr)
                 names = [
-                    link.get_attr("IFLA_IFNAME")
+                    (link.get_attr("IFLA_IFNAME"), link["index"])
                     for link in ipr.get_links()
                     if link["ifi_type"] == ARPHRD_ETHER
                 ]
-            for ifname in names:
+            for ifname, index in names:
                 ro.attach(ifname, "cn")
-                self.attached.add(ifname)
+                self.attached.add((ifname, index))
         except (RoBpfError, OSError, NetlinkError) as exc:
             with contextlib.suppress(RoBpfError, OSError, NetlinkError):
                 ro.detach()
@@ -129,6 +130,11 @@ class CorrespondentPath:
         self.ro, self.reason = ro, None
         self._packets.clear()
         return True
+
+    @property
+    def interfaces(self) -> list[str]:
+        """The names of the interfaces our programs are attached to."""
+        return sorted({name for name, _index in self.attached})
 
     def stop(self) -> None:
         ro, self.ro = self.ro, None
@@ -163,9 +169,9 @@ class CorrespondentPath:
                     if not links or links[0]["ifi_type"] != ARPHRD_ETHER:
                         continue
                     ifname = links[0].get_attr("IFLA_IFNAME")
-                    if ifname not in self.attached:
+                    if (ifname, index) not in self.attached:
                         ro.attach(ifname, "cn")
-                        self.attached.add(ifname)
+                        self.attached.add((ifname, index))
                         log.info("route optimisation: programs attached to %s", ifname)
 
     def install(

@@ -62,7 +62,9 @@ class MobilePath:
         self.xfrm: RoXfrm | None = None  # the kernel MIP6 backend, when eBPF cannot run
         self.backend: str | None = None
         self.reason: str | None = None
-        self.attached: set[str] = set()
+        # (name, index): an interface that comes back under the same name (a move that
+        # takes eth0 away and brings a new one) is a new interface, without our filters.
+        self.attached: set[tuple[str, int]] = set()
 
     @property
     def active(self) -> bool:
@@ -141,9 +143,9 @@ class MobilePath:
         with IPRoute() as ipr:
             index, gateway, mtu = _path_of(ipr, care_of_address, correspondent)
             ifname = ipr.get_links(index)[0].get_attr("IFLA_IFNAME")
-            if ifname not in self.attached:
+            if (ifname, index) not in self.attached:
                 ro.attach(ifname, "mn")
-                self.attached.add(ifname)
+                self.attached.add((ifname, index))
                 log.info("route optimisation: mobile node programs attached to %s", ifname)
             ro.add_binding("mn", correspondent, home_address, care_of_address)
             route = {"gateway": gateway} if gateway else {}
