@@ -409,7 +409,13 @@ class Agent:
             pref = self.dataplane.config.mn_pref if self.dataplane else DataPlaneConfig().mn_pref
             self.mn_path = MobilePath(pref)
         if self.mn_path.active or await self.kernel(self.mn_path.start):
-            log.info("route optimisation on with %s", ", ".join(str(c) for c in mn.correspondents))
+            listed = ", ".join(str(c) for c in mn.correspondents) or "no listed correspondent"
+            picked = (
+                f", and up to {mn.max_correspondents} picked from tunnelled traffic"
+                if mn.route_optimization_from_traffic
+                else ""
+            )
+            log.info("route optimisation on (%s): %s%s", self.mn_path.backend, listed, picked)
             return True
         log.error("route optimisation off, the tunnel carries everything: %s", self.mn_path.reason)
         return False
