@@ -322,3 +322,51 @@ def test_traffic_through_the_tunnel_picks_the_correspondent(tmp_path: Path, ebpf
             # Home: the node deregisters with the correspondent it picked from traffic.
             topo.move("mn", "home")
             wait_until(lambda: cn.call("bindings") == [], what="CN binding gone at home")
+
+
+def _both_ways_direct(topo: Topology, tag: bytes) -> None:
+    """UDP from the CN to the home address and back, each received, none at the HA."""
+    at_ha = topo.capture("ha", "eth0")
+    for node, bind, dst, peer_node in (
+        ("cn", None, HOA, "mn"),
+        ("mn", HOA, CN_ADDRESS, "cn"),
+    ):
+        rx = _receiver(topo, peer_node, dst)
+        try:
+            _udp(topo, node, bind, dst, tag + node.encode())
+            got = _received(rx)
+        finally:
+            rx.close()
+        assert [d for d, _ in got] == [MARK + tag + node.encode() + bytes([i]) for i in range(3)]
+    time.sleep(0.2)
+    assert _flow([f.data for f in at_ha.frames()]) == [], "the flow crossed the HA"
+
+
+def test_mobile_node_killed_while_route_optimized_recovers(tmp_path: Path, ebpf: None) -> None:
+    """kill -9 of the mobile node with a correspondent binding: the CN keeps its binding,
+    the restarted node runs return routability again and ends with exactly one eBPF map
+    entry for the correspondent, and data goes direct both ways again."""
+    with Topology(mn_link="foreign1") as topo:
+        ha_dir, mn_dir, cn_dir = tmp_path / "ha", tmp_path / "mn", tmp_path / "cn"
+        with (
+            AgentProcess(topo.ns["cn"], cn_dir, _cn_config()) as cn,
+            AgentProcess(topo.ns["ha"], ha_dir, ha_config(ha_dir)) as ha,
+            AgentProcess(topo.ns["mn"], mn_dir, _mn_ro_config(mn_dir)) as mn,
+        ):
+            wait_until(lambda: binding_coa(ha) == str(COA), what="home registration")
+            wait_until(lambda: _bound(mn, COA), deadline=20, what="correspondent binding")
+            _both_ways_direct(topo, b"before-")
+            mn.kill9()
+            mn.start()
+            wait_until(lambda: _bound(mn, COA), deadline=20, what="correspondent after restart")
+            # The new process ran return routability itself (its counters start at zero).
+            assert mn.call("counters").get("mh_out.hoti", 0) >= 1
+            entries = [
+                r for r in mn.call("correspondents") if r["correspondent"] == str(CN_ADDRESS)
+            ]
+            assert len(entries) == 1 and entries[0]["dataplane"] == str(COA), entries
+            rows = cn.call("bindings")
+            assert [(r["home_address"], r["care_of_address"]) for r in rows] == [
+                (str(HOA), str(COA))
+            ]
+            _both_ways_direct(topo, b"after-")
