@@ -170,6 +170,22 @@ def test_starting_at_home_sends_nothing_and_puts_the_home_address_on_the_link() 
     assert node.addresses_changed("eth0", [AT_HOME], T0 + 1) == []
 
 
+def test_at_home_a_link_that_comes_back_gets_the_home_address_again() -> None:
+    """The home interface went away and a new one of the same name came (a replug): the
+    home address went with the old one, so it is placed again, once."""
+    node = mn()
+    attach(node)
+    node.addresses_changed("eth0", [AT_HOME], T0)
+    node.link_changed("eth0", False, T0 + 1)
+    out = node.link_changed("eth0", True, T0 + 1.5) + node.addresses_changed(
+        "eth0", [AT_HOME], T0 + 1.6
+    )
+    placed = [a for a in out if isinstance(a, act.DetachTunnel)]
+    assert [(a.home_address, a.interface, a.at_home) for a in placed] == [(HOA, "eth0", True)]
+    assert not [p for p in packets(out) if isinstance(p.payload, wire.BindingUpdate)]
+    assert node.addresses_changed("eth0", [AT_HOME], T0 + 2) == []
+
+
 def test_dhaad_finds_the_home_agent() -> None:
     node, agent = mn(home_agent=None), ha()
     net = Net(node, agent)

@@ -1,7 +1,9 @@
 """The walks users take with a mobile node (RFC 6275 11.5), on namespaces with real radvd.
 
-Every move kind: with a carrier change (the port flaps), and without one (the port moves
-between bridges with its carrier up, as Wi-Fi roaming or a VLAN change look to the host).
+Every move kind: with a carrier change (the port flaps), without one (the port moves
+between bridges with its carrier up, as Wi-Fi roaming or a VLAN change look to the host),
+and with the interface replaced by a new one of the same name (``replug``: what a Podman
+network disconnect/connect or a re-plugged USB adapter look like).
 Every transition: foreign to foreign, foreign to home, home to foreign again, and a "move"
 to the link the node is on. A 1 kHz UDP stream from the correspondent node to the home
 address runs all along; after each move the stream must flow again, the home agent's
@@ -288,11 +290,13 @@ class Walk:
         if kind == "ra-only":
             move_by_router(self.topo, link)
         else:
-            self.topo.move("mn", link, flap=kind == "carrier")
+            self.topo.move("mn", link, flap=kind == "carrier", replug=kind == "replug")
         self.link = link
-        if frm == link:
-            # Nothing may happen: observe for a while (RS, RA, address events all pass).
-            time.sleep(0.6)
+        # The same link again: nothing may happen (RS, RA, address events all pass). Not
+        # after a replug, whose new interface needs the node's kernel state again.
+        same = frm == link and kind != "replug"
+        if same:
+            time.sleep(0.6)  # observe for a while
         took = self.settle(moved_at)
         record = {
             "kind": kind,
@@ -304,7 +308,7 @@ class Walk:
             "bu_in": self.ha.call("counters").get("mh_in.bu", 0) - before_bu,
             **self.tags,
         }
-        if frm == link:
+        if same:
             after_seq = {e["home_address"]: e["sequence"] for e in self.mn.call("bul")}
             assert after_seq == before_seq, f"re-registered on a move to the same link {link}"
             assert record["bu_in"] == 0, f"binding updates on a move to the same link {link}"
@@ -447,12 +451,25 @@ TRANSITIONS = {
     "home-foreign": (("home",), "foreign2"),
     "same-foreign": ((), "foreign1"),
     "same-home": (("home",), "home"),
+    "foreign-foreign-home": (("foreign2",), "home"),
 }
 KINDS = ["carrier", "no-carrier"]
+# A replug is a new interface: the same link again is a move like any other for it.
+REPLUG_TRANSITIONS = [
+    "foreign-foreign",
+    "foreign-home",
+    "home-foreign",
+    "same-foreign",
+    "same-home",
+    "foreign-foreign-home",
+]
 
 
-@pytest.mark.parametrize("transition", list(TRANSITIONS))
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("kind", "transition"),
+    [(k, t) for k in KINDS for t in TRANSITIONS if t != "foreign-foreign-home"]
+    + [("replug", t) for t in REPLUG_TRANSITIONS],
+)
 def test_move_matrix(tmp_path: Path, kind: str, transition: str) -> None:
     before, to = TRANSITIONS[transition]
     with walk(tmp_path) as w:
@@ -551,10 +568,12 @@ def test_discovered_home_agent_leaving_home_twice(tmp_path: Path, kind: str) -> 
 # One random step: a move (weighted so that most steps are moves) or a kill -9 and restart of
 # either agent, at rest or with the node moving while its own agent is down.
 LINK_NAMES = ("home", "foreign1", "foreign2")
-MOVES = [("move", link, flap) for link in LINK_NAMES for flap in (True, False)]
+MOVES = [("move", link, kind) for link in LINK_NAMES for kind in ("carrier", "no-carrier")]
+REPLUGS = [("move", link, "replug") for link in LINK_NAMES]
 STEPS = [
     *MOVES,
     *MOVES,
+    *REPLUGS,
     ("restart", "mn", None),
     ("restart", "ha", None),
     *(("restart", "mn", link) for link in LINK_NAMES),
@@ -582,7 +601,8 @@ class RandomWalk(RuleBasedStateMachine):
     def step(self, step: tuple[str, str, object]) -> None:
         kind, where, how = step
         if kind == "move":
-            self.walk.move(where, "carrier" if how else "no-carrier")
+            assert isinstance(how, str)
+            self.walk.move(where, how)
         else:
             self.walk.restart(where, move_to=how if isinstance(how, str) else None)
 

@@ -198,6 +198,11 @@ class MobileNode:
         if up and interface not in self._up:
             self._up.add(interface)
             self._fresh.add(interface)
+            for entry in self.entries.values():
+                if entry.home_interface == interface:
+                    # A replaced interface took the home address with it: at home, place
+                    # it again (placing is idempotent after a mere carrier change).
+                    entry.home_placed = False
             self.counters.add("rs_out")
             # The kernel does not solicit on carrier return; waiting for a periodic RA is slow.
             out.append(act.SendRouterSolicitation(interface))

@@ -114,6 +114,7 @@ class Agent:
         self._watched_homes: set[IPv6Address] | None = None  # in the nft set now
         self.ha_enabled = True
         self._carrier_changes: dict[str, int] = {}
+        self._if_index: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._save_timer: asyncio.TimerHandle | None = None
         # Saves run in order on their own thread so that a newer state is never overtaken.
@@ -420,6 +421,26 @@ class Agent:
         log.error("route optimisation off, the tunnel carries everything: %s", self.mn_path.reason)
         return False
 
+    async def _reinstall_on(self, ifname: str) -> None:
+        """MN: the tunnels and route-optimisation programs that used ``ifname``, again on
+        the interface that replaced it (the data plane's reconciliation finds what went)."""
+        core, dataplane = self.core, self.dataplane
+        if not isinstance(core, MobileNode) or dataplane is None:
+            return
+        tunnels = [e for e in core.entries.values() if e.tunnel is not None]
+        if any(e.tunnel[1] == ifname for e in tunnels if e.tunnel is not None):
+            wanted = {
+                e.home_address: (e.tunnel[0], e.home_agent)
+                for e in tunnels
+                if e.tunnel is not None and e.home_agent is not None
+            }
+            report = await self.kernel(dataplane.mn_reconcile, wanted, ifname)
+            log.info("%s was replaced: mobile node tunnels reinstalled: %s", ifname, report)
+        if self.mn_path is not None and self.mn_path.active:
+            count = await self.kernel(self.mn_path.reinstall)
+            if count:
+                log.info("%s was replaced: %d route-optimised binding(s) again", ifname, count)
+
     async def _stop_mobile_path(self) -> None:
         if self.mn_path is not None and self.mn_path.active:
             try:
@@ -721,15 +742,23 @@ class Agent:
             return
         now = time.time()
         out: list[act.Action] = []
+        replaced = []
         for state in states:
             previous = self._carrier_changes.get(state.name)
             self._carrier_changes[state.name] = state.carrier_changes
+            known = self._if_index.get(state.name)
+            if state.index:
+                self._if_index[state.name] = state.index
+                if known is not None and known != state.index:
+                    replaced.append(state.name)
             if previous is not None and state.carrier_changes != previous and state.up:
                 # Down and up again between two reads: still a link change.
                 out += self.core.link_changed(state.name, False, now)
             out += self.core.link_changed(state.name, state.up, now)
             out += self.core.addresses_changed(state.name, list(state.addresses), now)
-        self.feed(out)
+        # First: a replaced interface took the tunnel's routes and filters with it, which
+        # no move re-creates when the node stays on the same link.
+        self.feed([*(_Replaced(name) for name in replaced), *out])
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -804,6 +833,8 @@ class Agent:
             case _Answered():
                 if self.metrics is not None:
                     self.metrics.observe_bu(time.monotonic() - action.received)
+            case _Replaced():
+                await self._reinstall_on(action.interface)
             case act.SendPacket():
                 index = socket.if_nametoindex(action.interface) if action.interface else None
                 transport.send(action.data, action.destination, index)
@@ -1450,10 +1481,18 @@ class _Answered:
     received: float
 
 
-# What a batch holds: the core's actions and the daemon's own marker; _do matches each.
-_Carried = act.Action | _Answered
+@dataclass(frozen=True, slots=True)
+class _Replaced:
+    """A movement interface came back under the same name with a new index (a Podman
+    network reconnect, a re-plugged adapter): the kernel state on it is gone."""
 
-_NO_KERNEL = (act.SendPacket, act.Log, act.StateChanged, _Answered)
+    interface: str
+
+
+# What a batch holds: the core's actions and the daemon's own markers; _do matches each.
+_Carried = act.Action | _Answered | _Replaced
+
+_NO_KERNEL = (act.SendPacket, act.Log, act.StateChanged, _Answered)  # _Replaced needs it
 
 
 def _binding_keys(batch: Sequence[_Carried]) -> set[IPv6Address] | None:

@@ -162,6 +162,17 @@ class MobilePath:
                 with contextlib.suppress(NetlinkError):  # EEXIST: kept from before
                     ipr.rule("add", **rule)
 
+    def reinstall(self) -> int:
+        """Every binding of the maps installed again (programs on the interface the route
+        now uses, routes): after an interface was replaced. XFRM states are not tied to
+        an interface. The count of bindings."""
+        if self.ro is None:
+            return 0
+        found = self.ro.bindings("mn")
+        for binding in found:
+            self.install(binding.home, binding.coa, binding.cn)
+        return len(found)
+
     def remove(self, home_address: IPv6Address, correspondent: IPv6Address) -> None:
         if self.xfrm is not None:
             self.xfrm.remove_binding("mn", correspondent, home_address)

@@ -37,6 +37,7 @@ class InterfaceState:
     up: bool
     addresses: tuple[IPv6Interface, ...]
     carrier_changes: int = 0
+    index: int = 0  # a new index under the same name: the interface was replaced
 
 
 def usable(flags: int) -> bool:
@@ -76,7 +77,7 @@ def _read_one(ipr: IPRoute, name: str) -> InterfaceState:
         if usable(flags):
             addresses.append(IPv6Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
     changes = link.get_attr("IFLA_CARRIER_CHANGES") or 0
-    return InterfaceState(name, up, tuple(addresses), changes)
+    return InterfaceState(name, up, tuple(addresses), changes, index)
 
 
 class MovementWatcher:
