@@ -370,3 +370,26 @@ def test_mobile_node_killed_while_route_optimized_recovers(tmp_path: Path, ebpf:
                 (str(HOA), str(COA))
             ]
             _both_ways_direct(topo, b"after-")
+
+
+def test_interface_replaced_on_the_same_link_keeps_route_optimization(
+    tmp_path: Path, ebpf: None
+) -> None:
+    """eth0 replaced by a new eth0 on the same link (same care-of address): no move to
+    signal, but the programs, the tunnel and the direct route went with the old interface;
+    data must go direct both ways again."""
+    with Topology(mn_link="foreign1") as topo:
+        ha_dir, mn_dir, cn_dir = tmp_path / "ha", tmp_path / "mn", tmp_path / "cn"
+        with (
+            AgentProcess(topo.ns["cn"], cn_dir, _cn_config()),
+            AgentProcess(topo.ns["ha"], ha_dir, ha_config(ha_dir)) as ha,
+            AgentProcess(topo.ns["mn"], mn_dir, _mn_ro_config(mn_dir)) as mn,
+        ):
+            wait_until(lambda: binding_coa(ha) == str(COA), what="home registration")
+            wait_until(lambda: _bound(mn, COA), deadline=20, what="correspondent binding")
+            topo.move("mn", "foreign1", replug=True)
+            wait_until(
+                lambda: "route-optimised binding(s) again" in mn.log.read_text(),
+                what="bindings reinstalled on the new eth0",
+            )
+            _both_ways_direct(topo, b"replugged-")
