@@ -76,6 +76,22 @@ def test_bul_lists_every_state() -> None:
                       "deregistering": 0, "failed": 0}  # fmt: skip
 
 
+def test_return_routability_states_are_listed_all() -> None:
+    registry = CollectorRegistry()
+    snap = Snapshot(counters={"mh_out.hoti": 2}, status={}, correspondents={"bound": 3})
+    registry.register(_Fixed(snap))
+    got = _samples(generate_latest(registry).decode())
+    states = {
+        dict(k[1])["state"]: v for k, v in got.items() if k[0] == "mip6_correspondent_entries"
+    }
+    assert states == {"idle": 0, "testing": 0, "updating": 0, "bound": 3, "held": 0}
+    assert got[("mip6_mh_out_total", (("kind", "hoti"),))] == 2
+    # Without route optimisation the family is absent, not all zeros.
+    registry = CollectorRegistry()
+    registry.register(_Fixed(Snapshot(counters={}, status={})))
+    assert "mip6_correspondent_entries" not in generate_latest(registry).decode()
+
+
 def test_config_refuses_what_cannot_work() -> None:
     _config, ctx = check_mapping(
         {"role": "cn", "metrics": {"address": "ff02::1", "port": 70000, "textfile": "/m.txt"}}

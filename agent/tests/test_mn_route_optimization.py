@@ -372,21 +372,43 @@ def test_mobile_node_killed_while_route_optimized_recovers(tmp_path: Path, ebpf:
             _both_ways_direct(topo, b"after-")
 
 
+def _rr_states(textfile: Path) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not textfile.exists():
+        return {}
+    return {
+        sample.labels["state"]: sample.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        if family.name == "mip6_correspondent_entries"
+        for sample in family.samples
+    }
+
+
 def test_interface_replaced_on_the_same_link_keeps_route_optimization(
     tmp_path: Path, ebpf: None
 ) -> None:
     """eth0 replaced by a new eth0 on the same link (same care-of address): no move to
     signal, but the programs, the tunnel and the direct route went with the old interface;
     data must go direct both ways again."""
+    textfile = tmp_path / "prom" / "mn.prom"
+    textfile.parent.mkdir()
     with Topology(mn_link="foreign1") as topo:
         ha_dir, mn_dir, cn_dir = tmp_path / "ha", tmp_path / "mn", tmp_path / "cn"
+        mn_config_ = _mn_ro_config(mn_dir)
+        mn_config_["metrics"] = {"textfile": str(textfile), "interval": 1}
         with (
             AgentProcess(topo.ns["cn"], cn_dir, _cn_config()),
             AgentProcess(topo.ns["ha"], ha_dir, ha_config(ha_dir)) as ha,
-            AgentProcess(topo.ns["mn"], mn_dir, _mn_ro_config(mn_dir)) as mn,
+            AgentProcess(topo.ns["mn"], mn_dir, mn_config_) as mn,
         ):
             wait_until(lambda: binding_coa(ha) == str(COA), what="home registration")
             wait_until(lambda: _bound(mn, COA), deadline=20, what="correspondent binding")
+            # The metrics say so too (parsed by prometheus_client, not by our writer).
+            wait_until(lambda: _rr_states(textfile).get("bound") == 1, what="metrics: bound")
+            assert _rr_states(textfile) == {
+                "idle": 0, "testing": 0, "updating": 0, "bound": 1, "held": 0,
+            }  # fmt: skip
             topo.move("mn", "foreign1", replug=True)
             wait_until(
                 lambda: "route-optimised binding(s) again" in mn.log.read_text(),

@@ -229,6 +229,9 @@ class Agent:
             snap.home_bindings = {"active": len(core.cache) - recovered, "recovered": recovered}
         elif isinstance(core, MobileNode):
             snap.bul = dict(collections.Counter(e.state for e in core.entries.values()))
+            if core.settings.route_optimization:
+                states = (r.state for r in core.correspondents.values())
+                snap.correspondents = dict(collections.Counter(states))
         elif isinstance(core, Correspondent):
             snap.correspondent_bindings = len(core.bindings)
         return snap

@@ -8,6 +8,10 @@ What is exported (docs/operations.md has the list with examples):
   home agent, and kernel-install failures ``mip6_action_failed_total``;
 - bindings by state: ``mip6_home_bindings{state}`` (home agent), ``mip6_bul_entries{state}``
   (mobile node, every state listed, 0 included), ``mip6_correspondent_bindings``;
+- return routability: ``mip6_correspondent_entries{state}``, a mobile node's correspondent
+  entries by state (idle, testing, updating, bound, held; every state listed while route
+  optimisation is on); the RR messages themselves are counters (``mip6_mh_out_total``
+  ``{kind="hoti"}`` and so on);
 - ``mip6_bu_processing_seconds``: a histogram of the time from a Binding Update's arrival
   to the end of the batch that answers it (the BA is sent in it, after any kernel change);
 - ``mip6_agent_info{role,version,dataplane}``, ``mip6_config_generation``,
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT = 5.0
 BU_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BUL_STATES = ("idle", "discovering", "registering", "registered", "deregistering", "failed")
+RR_STATES = ("idle", "testing", "updating", "bound", "held")
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -53,6 +58,7 @@ class Snapshot:
     home_bindings: dict[str, int] | None = None
     bul: dict[str, int] | None = None
     correspondent_bindings: int | None = None
+    correspondents: dict[str, int] | None = None  # MN with route optimisation on
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -120,6 +126,15 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         )
         for state in sorted(set(BUL_STATES) | set(snap.bul)):
             gauge.add_metric([state], snap.bul.get(state, 0))
+        yield gauge
+    if snap.correspondents is not None:
+        gauge = GaugeMetricFamily(
+            "mip6_correspondent_entries",
+            "Mobile node's correspondent entries by return routability state",
+            labels=["state"],
+        )
+        for state in sorted(set(RR_STATES) | set(snap.correspondents)):
+            gauge.add_metric([state], snap.correspondents.get(state, 0))
         yield gauge
     if snap.correspondent_bindings is not None:
         yield GaugeMetricFamily(
