@@ -16,6 +16,7 @@ import pytest
 from agents import AgentProcess, wait_until
 from dataplane_probe import verdict
 from mip6agent.config.schema import check_mapping
+from mip6agent.control.protocol import ControlError
 from mip6agent.daemon.metrics import Snapshot, families
 from prometheus_client.core import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -179,3 +180,50 @@ def test_metrics_port_taken_is_a_clear_start_failure(tmp_path: Path) -> None:
         finally:
             blocker.kill()
             blocker.wait()
+
+
+def _scrape_port(topo: Topology, node: str, port: int) -> str | None:
+    try:
+        with (
+            topo.inside(node),
+            urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as reply,
+        ):
+            return reply.read().decode()
+    except OSError:
+        return None
+
+
+@root
+def test_reload_moves_the_metrics_endpoint_or_refuses(tmp_path: Path) -> None:
+    """A reload with a new metrics port serves there (and no longer on the old one); a
+    reload to a port that is taken is refused, and the running endpoint keeps serving."""
+    config = ha_config(tmp_path / "ha")
+    config["metrics"] = {"enabled": True, "port": PORT}
+    with (
+        Topology(mn_link="foreign1") as topo,
+        AgentProcess(topo.ns["ha"], tmp_path / "ha", config) as ha,
+    ):
+        assert _scrape_port(topo, "ha", PORT) is not None
+        ha.config["metrics"]["port"] = PORT + 1
+        ha.write_config()
+        ha.call("reload")
+        assert _scrape_port(topo, "ha", PORT + 1) is not None
+        assert _scrape_port(topo, "ha", PORT) is None, "the old endpoint still answers"
+        blocker = topo.popen(
+            "ha", sys.executable, "-c",
+            f"import socket,time; s=socket.socket(socket.AF_INET6); s.bind(('::1',{PORT + 2})); "
+            "s.listen(); print('ok', flush=True); time.sleep(60)",
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert blocker.stdout is not None and blocker.stdout.readline().strip() == "ok"
+            ha.config["metrics"]["port"] = PORT + 2
+            ha.write_config()
+            with pytest.raises(ControlError, match="metrics endpoint"):
+                ha.call("reload")
+        finally:
+            blocker.kill()
+            blocker.wait()
+        text = _scrape_port(topo, "ha", PORT + 1)
+        assert text is not None, "the running endpoint went with the refused reload"
+        assert _samples(text)[("mip6_config_generation", ())] == 2  # one reload applied

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from .. import __version__
 from ..config import AgentConfig, ConfigError, load_config, to_dict, validate_mapping
+from ..config.model import MetricsConfig
 from ..control.protocol import ControlError
 from ..control.server import ControlServer
 from ..core import actions as act
@@ -207,8 +208,8 @@ class Agent:
         self._reschedule()
         log.info("mip6agent %s started as %s", __version__, self.config.role)
 
-    def _start_metrics(self) -> None:
-        settings = self.config.metrics
+    def _start_metrics(self, settings: MetricsConfig | None = None) -> None:
+        settings = settings or self.config.metrics
         if not settings.enabled and settings.textfile is None:
             return
         from .metrics import Metrics
@@ -218,6 +219,25 @@ class Agent:
             self.metrics.serve(str(settings.address), settings.port)
         if settings.textfile is not None:
             self.metrics.write_every(settings.textfile, settings.interval)
+
+    def _switch_metrics(self, config: AgentConfig) -> None:
+        """New metrics settings on reload: the endpoint and textfile writer start again with
+        them (the BU histogram starts empty). When the new ones cannot start, the old ones
+        are started again and the reload is refused."""
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        try:
+            self._start_metrics(config.metrics)
+        except OSError as exc:
+            if self.metrics is not None:
+                self.metrics.close()
+                self.metrics = None
+            with contextlib.suppress(OSError):
+                self._start_metrics(self.config.metrics)
+            log.error("reload refused, keeping the running configuration: metrics: %s", exc)
+            raise ControlError(f"configuration not reloaded: metrics endpoint: {exc}") from None
+        log.info("metrics restarted with the new settings")
 
     async def _metrics_snapshot(self) -> Snapshot:
         from .metrics import Snapshot
@@ -1008,6 +1028,8 @@ class Agent:
             raise ControlError(
                 f"the role changes from {self.config.role} to {config.role}: restart the agent"
             )
+        if config.metrics != self.config.metrics:
+            self._switch_metrics(config)  # first: a port in use refuses the whole reload
         now = time.time()
         changes: dict[str, object] = {}
         try:
