@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Summarise a lab capture of traffic between a correspondent and a mobile node's home
 address, as decoded by tshark (not by the agent's decoder), for the Molecule
 route-optimization scenario. Prints one JSON document:
@@ -17,7 +16,7 @@ route-optimization scenario. Prints one JSON document:
 A kind is ``echo_request``, ``echo_reply``, ``udp`` or ``other``; Mobility Header packets
 are counted only under ``mobility``.
 
-Usage: ro-capture-summary.py CAPTURE --correspondent ADDR --home-address ADDR
+Usage: python3 lab/ro-capture-summary.py CAPTURE --correspondent ADDR --home-address ADDR
 """
 
 from __future__ import annotations
