@@ -331,6 +331,10 @@ class Walk:
         restarted_at = time.time()
         agent.start()
         took = self.settle(restarted_at, deadline=SETTLE + 4)
+        if which == "mn":
+            # A restored registration is refreshed 1 s after the start: let that BU go now,
+            # not inside a later move's "nothing may happen" window.
+            time.sleep(max(0.0, restarted_at + 1.5 - time.time()))
         record = {
             "kind": "restart",
             "agent": which,

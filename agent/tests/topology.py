@@ -516,7 +516,8 @@ class Topology:
         if old is not None:
             self.ip("mn", "addr", "del", f"{old}/64", "dev", NODE_IFNAME)
         new = self.mn_address(link)
-        self.ip("mn", "addr", "add", f"{new}/64", "dev", NODE_IFNAME, "nodad")
+        # replace: at home the agent may have put the home address back already
+        self.ip("mn", "addr", "replace", f"{new}/64", "dev", NODE_IFNAME, "nodad")
         self.ip("mn", "-6", "route", "replace", "default", "via", str(LINKS[link].router))
         self._static["mn"] = new
 

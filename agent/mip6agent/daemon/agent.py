@@ -116,6 +116,7 @@ class Agent:
         self.ha_enabled = True
         self._carrier_changes: dict[str, int] = {}
         self._if_index: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # retries started from actions
         self._dirty: set[str] = set()
         self._save_timer: asyncio.TimerHandle | None = None
         # Saves run in order on their own thread so that a newer state is never overtaken.
@@ -446,23 +447,50 @@ class Agent:
 
     async def _reinstall_on(self, ifname: str) -> None:
         """MN: the tunnels and route-optimisation programs that used ``ifname``, again on
-        the interface that replaced it (the data plane's reconciliation finds what went)."""
+        the interface that replaced it, in a task of its own: the new interface may not
+        have its address or routes yet, so each step is retried every 250 ms (10 s)."""
+        if isinstance(self.core, MobileNode) and self.dataplane is not None:
+            self._tasks.add(task := asyncio.create_task(self._reinstall(ifname)))
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reinstall(self, ifname: str, tries: int = 40) -> None:
+        steps = [self._reinstall_tunnels, self._reinstall_route_optimised]
+        for attempt in range(tries):
+            try:
+                while steps:
+                    await steps[0](ifname)
+                    steps.pop(0)
+                return
+            except Exception as exc:  # netlink, OS or our own refusal: retried alike
+                if attempt == tries - 1:
+                    log.error("%s was replaced: its kernel state not reinstalled: %s", ifname, exc)
+                    if isinstance(self.core, MobileNode):
+                        self.core.counters.add("reinstall_failed")
+                    return
+                await asyncio.sleep(0.25)
+
+    async def _reinstall_tunnels(self, ifname: str) -> None:
         core, dataplane = self.core, self.dataplane
         if not isinstance(core, MobileNode) or dataplane is None:
             return
         tunnels = [e for e in core.entries.values() if e.tunnel is not None]
-        if any(e.tunnel[1] == ifname for e in tunnels if e.tunnel is not None):
-            wanted = {
-                e.home_address: (e.tunnel[0], e.home_agent)
-                for e in tunnels
-                if e.tunnel is not None and e.home_agent is not None
-            }
-            report = await self.kernel(dataplane.mn_reconcile, wanted, ifname)
-            log.info("%s was replaced: mobile node tunnels reinstalled: %s", ifname, report)
-        if self.mn_path is not None and self.mn_path.active:
-            count = await self.kernel(self.mn_path.reinstall)
-            if count:
-                log.info("%s was replaced: %d route-optimised binding(s) again", ifname, count)
+        if not any(e.tunnel[1] == ifname for e in tunnels if e.tunnel is not None):
+            return
+        wanted = {
+            e.home_address: (e.tunnel[0], e.home_agent)
+            for e in tunnels
+            if e.tunnel is not None and e.home_agent is not None
+        }
+        report = await self.kernel(dataplane.mn_reconcile, wanted, ifname)
+        log.info("%s was replaced: mobile node tunnels reinstalled: %s", ifname, report)
+
+    async def _reinstall_route_optimised(self, ifname: str) -> None:
+        path = self.mn_path
+        if path is None or not path.active:
+            return
+        count = await self.kernel(path.reinstall)
+        if count:
+            log.info("%s was replaced: %d route-optimised binding(s) again", ifname, count)
 
     async def _stop_mobile_path(self) -> None:
         if self.mn_path is not None and self.mn_path.active:
@@ -632,6 +660,8 @@ class Agent:
             self._timer.cancel()
         if self._known_timer is not None:
             self._known_timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         for poll in (self._cn_poll, self._mn_poll):
             if poll is not None:
                 poll.cancel()
