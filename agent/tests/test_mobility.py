@@ -330,11 +330,12 @@ class Walk:
         time.sleep(0.5)
         restarted_at = time.time()
         agent.start()
+        answering_at = time.time()  # the restore is done before the control socket answers
         took = self.settle(restarted_at, deadline=SETTLE + 4)
         if which == "mn":
-            # A restored registration is refreshed 1 s after the start: let that BU go now,
-            # not inside a later move's "nothing may happen" window.
-            time.sleep(max(0.0, restarted_at + 1.5 - time.time()))
+            # A restored registration is refreshed 1 s after its restore: let that BU and
+            # its BA go now, not inside a later move's "nothing may happen" window.
+            time.sleep(max(0.0, answering_at + 1.5 - time.time()))
         record = {
             "kind": "restart",
             "agent": which,
